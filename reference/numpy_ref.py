@@ -1,0 +1,55 @@
+"""NumPy reference implementations, with ``torch.nn.functional`` signatures.
+
+The mathematics is generated (``reference/_generated/numpy_kernels.py``, printed from
+the SymPy derivation); the glue (validation, reshapes, dtype policy) is shared with
+torch_ref in ``reference._plan``. float16 inputs are computed in float32 and the
+results cast back, as torch does; float32 and float64 in their own precision.
+
+``layer_norm``, ``batch_norm``, ``instance_norm``, ``group_norm``, ``rms_norm`` and each
+``*_backward(grad_out, <same inputs>) -> (dx, dweight, dbias)``. A backward never
+updates running statistics; ``dweight``/``dbias`` are None for an absent parameter.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from derive.spec import require
+from reference import _plan
+from reference._generated import numpy_kernels
+
+
+class _NumpyBackend:
+    kernels = numpy_kernels
+
+    def check_array(self, value: Any, name: str, *, like: Any = None) -> None:
+        require(isinstance(value, np.ndarray), name, type(value).__name__, "a numpy.ndarray")
+        require(np.issubdtype(value.dtype, np.floating), f"{name}.dtype", str(value.dtype),
+                "a floating dtype (float16, float32 or float64)")
+
+    def machine_eps(self, array: np.ndarray) -> float:
+        return float(np.finfo(array.dtype).eps)
+
+    def compute(self, array: np.ndarray) -> np.ndarray:
+        return array.astype(np.float32) if array.dtype == np.float16 else array
+
+    def cast(self, array: np.ndarray, like: np.ndarray) -> np.ndarray:
+        return array.astype(like.dtype, copy=False)
+
+
+_BACKEND = _NumpyBackend()
+
+
+def _forward(plan: _plan.Plan) -> np.ndarray:
+    values = _plan.kernel_inputs(plan, _BACKEND)
+    stats = _plan.call_kernel(numpy_kernels, f"{plan.family}_forward", values)
+    _plan.update_running(plan, stats)
+    return _BACKEND.cast(stats["y"].reshape(plan.x.shape), plan.x)
+
+
+layer_norm, layer_norm_backward = _plan.public_variant(_BACKEND, "layer_norm", _forward)
+batch_norm, batch_norm_backward = _plan.public_variant(_BACKEND, "batch_norm", _forward)
+instance_norm, instance_norm_backward = _plan.public_variant(_BACKEND, "instance_norm", _forward)
+group_norm, group_norm_backward = _plan.public_variant(_BACKEND, "group_norm", _forward)
+rms_norm, rms_norm_backward = _plan.public_variant(_BACKEND, "rms_norm", _forward)

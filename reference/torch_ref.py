@@ -1,0 +1,106 @@
+"""torch reference implementations, with ``torch.nn.functional`` signatures.
+
+Each variant is one :class:`torch.autograd.Function` (``_Normalize``) whose forward
+and backward are the generated kernels (``reference/_generated/torch_kernels.py``,
+printed from the SymPy derivation); this module is the glue: validation, reshapes
+and the dtype policy (float16 and bfloat16 are computed in float32 and cast back).
+Device-agnostic: nothing here names a device or leaves torch.
+
+``layer_norm``, ``batch_norm``, ``instance_norm``, ``group_norm``, ``rms_norm`` are
+differentiable through ``_Normalize``; each ``*_backward(grad_out, <same inputs>)``
+calls the generated backward directly, as in numpy_ref.
+
+The backward is itself differentiable: under ``create_graph=True`` it recomputes the
+statistics from x with differentiable ops, so double backward is exact too.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from derive.spec import require
+from reference import _plan
+from reference._generated import torch_kernels
+
+Tensor = torch.Tensor
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class _TorchBackend:
+    kernels = torch_kernels
+
+    def check_array(self, value: Any, name: str, *, like: Any = None) -> None:
+        require(isinstance(value, torch.Tensor), name, type(value).__name__, "a torch.Tensor")
+        require(value.is_floating_point(), f"{name}.dtype", str(value.dtype),
+                "a floating dtype (float16, bfloat16, float32 or float64)")
+        if like is not None:
+            require(value.device == like.device, f"{name}.device", str(value.device),
+                    f"x's device {like.device}")
+
+    def machine_eps(self, array: Tensor) -> float:
+        return float(torch.finfo(array.dtype).eps)
+
+    def compute(self, tensor: Tensor) -> Tensor:
+        return tensor.float() if tensor.dtype in _LOW_PRECISION else tensor
+
+    def cast(self, tensor: Tensor, like: Tensor) -> Tensor:
+        return tensor.to(like.dtype)
+
+
+_BACKEND = _TorchBackend()
+
+
+class _Normalize(torch.autograd.Function):
+    """y and the statistics of one generated family; backward = the derived closed form."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, given_mean, given_var, family, eps, group_dims, affine_dims):
+        values = {"x": x, "weight": 1.0 if weight is None else weight, "bias": 0.0 if bias is None else bias,
+                  "mean": given_mean, "var": given_var, "eps": eps, "group_dims": group_dims}
+        out = _plan.call_kernel(torch_kernels, f"{family}_forward", values)
+        ctx.family, ctx.eps, ctx.dims = family, eps, (group_dims, affine_dims)
+        ctx.has_weight = weight is not None
+        mean = out.get("mean", given_mean)
+        ctx.save_for_backward(x, weight if weight is not None else None,
+                              mean if mean is not None else None, out["rstd"], given_var)
+        stats = [out[name] for name in torch_kernels.RETURNS[f"{family}_forward"][1:]]
+        ctx.mark_non_differentiable(*stats)
+        return (out["y"], *stats)
+
+    @staticmethod
+    def backward(ctx, grad_y, *_grad_stats):
+        x, weight, mean, rstd, given_var = ctx.saved_tensors
+        group_dims, affine_dims = ctx.dims
+        values = {"grad_out": grad_y, "x": x, "weight": weight if ctx.has_weight else 1.0,
+                  "mean": mean, "rstd": rstd, "group_dims": group_dims, "affine_dims": affine_dims}
+        if torch.is_grad_enabled() and ctx.family != "given_stats":
+            # create_graph: statistics recomputed from x so that they carry their own graph.
+            recomputed = _plan.call_kernel(torch_kernels, f"{ctx.family}_forward",
+                                           {**values, "bias": 0.0, "eps": ctx.eps})
+            values.update(mean=recomputed.get("mean"), rstd=recomputed["rstd"])
+        grads = _plan.call_kernel(torch_kernels, f"{ctx.family}_backward", values)
+        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        return (grads["dx"] if need_x else None,
+                grads["dweight"] if need_weight else None,
+                grads.get("dbias") if need_bias else None,
+                None, None, None, None, None, None)
+
+
+def _forward(plan: _plan.Plan) -> Tensor:
+    values = _plan.kernel_inputs(plan, _BACKEND)
+    layout = plan.layout
+    y, *stats = _Normalize.apply(values["x"], None if plan.weight is None else values["weight"],
+                                 None if plan.bias is None else values["bias"], values.get("mean"),
+                                 values.get("var"), plan.family, plan.eps, layout.group_dims, layout.affine_dims)
+    with torch.no_grad():
+        names = torch_kernels.RETURNS[f"{plan.family}_forward"][1:]
+        _plan.update_running(plan, dict(zip(names, stats)))
+    return _BACKEND.cast(y.reshape(plan.x.shape), plan.x)
+
+
+layer_norm, layer_norm_backward = _plan.public_variant(_BACKEND, "layer_norm", _forward)
+batch_norm, batch_norm_backward = _plan.public_variant(_BACKEND, "batch_norm", _forward)
+instance_norm, instance_norm_backward = _plan.public_variant(_BACKEND, "instance_norm", _forward)
+group_norm, group_norm_backward = _plan.public_variant(_BACKEND, "group_norm", _forward)
+rms_norm, rms_norm_backward = _plan.public_variant(_BACKEND, "rms_norm", _forward)

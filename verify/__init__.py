@@ -1,0 +1,1 @@
+"""verify: the battery and the harness."""
