@@ -23,7 +23,7 @@ class Backend(Protocol):
         """Raise NormSpecError unless ``value`` is a floating array (on ``like``'s device)."""
 
     def machine_eps(self, array: Any) -> float:
-        """torch.finfo(dtype).eps of ``array``'s dtype (rms_norm's eps=None)."""
+        """rms_norm's eps=None: torch.finfo(compute dtype).eps (float32's for 16-bit inputs, as torch)."""
 
     def compute(self, array: Any) -> Any:
         """``array`` in the compute dtype: float32 for 16-bit inputs (as torch's kernels
@@ -88,7 +88,8 @@ def layer_norm(backend: Backend, x, normalized_shape, weight=None, bias=None, ep
 
 
 def rms_norm(backend: Backend, x, normalized_shape, weight=None, eps=None) -> Plan:
-    """RMS normalization over the trailing ``normalized_shape``; eps=None is finfo(x.dtype).eps."""
+    """RMS normalization over the trailing ``normalized_shape``; eps=None is the machine epsilon
+    of the compute dtype (float32 for 16-bit inputs), as in torch."""
     backend.check_array(x, "x")
     layout = spec.trailing_layout(tuple(x.shape), normalized_shape)
     _check_affine(backend, x, weight, None, layout)
@@ -144,6 +145,8 @@ def _channel_norm(backend, variant, x, running_mean, running_var, weight, bias,
         require(running_mean is not None, "running_mean", None, f"an array of shape ({channels},) when {mode}")
         return Plan("given_stats", layout, x, weight, bias, eps, running_mean, running_var)
     spec.check_training_group(layout, tuple(x.shape), variant)
+    if variant == "batch_norm":  # as torch: a constant channel would divide by zero
+        require(eps > 0, "eps", eps, "a positive number when batch_norm is training")
     running = None
     if running_mean is not None:
         n = layout.group_size

@@ -29,7 +29,7 @@ class _NumpyBackend:
                 "a floating dtype (float16, float32 or float64)")
 
     def machine_eps(self, array: np.ndarray) -> float:
-        return float(np.finfo(array.dtype).eps)
+        return float(np.finfo(np.float32 if array.dtype == np.float16 else array.dtype).eps)
 
     def compute(self, array: np.ndarray) -> np.ndarray:
         return array.astype(np.float32) if array.dtype == np.float16 else array

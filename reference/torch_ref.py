@@ -39,7 +39,7 @@ class _TorchBackend:
                     f"x's device {like.device}")
 
     def machine_eps(self, array: Tensor) -> float:
-        return float(torch.finfo(array.dtype).eps)
+        return float(torch.finfo(torch.float32 if array.dtype in _LOW_PRECISION else array.dtype).eps)
 
     def compute(self, tensor: Tensor) -> Tensor:
         return tensor.float() if tensor.dtype in _LOW_PRECISION else tensor

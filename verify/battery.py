@@ -1,0 +1,140 @@
+"""The battery: every check, under hypothesis, on one implementation, and its report.
+
+``run_battery(impl)`` runs each (variant, dtype, check) as one hypothesis search over
+cases (``verify.strategies.cases``) and records, per check: status, the worst
+comparison, the examples tried, and, on failure, the minimal case with a one-line
+reproduction. Expected deviations of an implementation are named and explained in
+``verify.expected`` and reported as such; they never loosen a check for anyone else.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+
+from verify import expected as expected_deviations
+from verify import strategies
+from verify.case import DTYPES, Case
+from verify.checks import CHECKS, Check
+from verify.implementation import Implementation
+from verify.profiles import current_settings
+from verify.tolerance import Comparison
+
+VARIANTS = strategies.VARIANTS
+PASSED, FAILED, EXPECTED, SKIPPED = "passed", "failed", "expected failure", "skipped"
+
+
+@dataclass
+class CheckReport:
+    implementation: str
+    variant: str
+    dtype: str
+    check: str
+    status: str
+    examples: int = 0
+    worst: Comparison | None = None
+    reason: str = ""  # skip reason, failure message, or the expected deviation's explanation
+    case: Case | None = None  # the minimal failing case
+    seconds: float = 0.0
+
+    @property
+    def id(self) -> str:
+        """Stable identifier: implementation-independent, so expectation files keep working."""
+        return f"{self.variant}::{self.dtype}::{self.check}"
+
+    def reproduction(self) -> str:
+        if self.case is None:
+            return ""
+        return (f"normspec verify --impl {self.implementation} --check {self.check} "
+                f"--case '{self.case.to_json()}'")
+
+
+class CheckFailed(AssertionError):
+    pass
+
+
+def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
+              hypothesis_settings: settings | None = None) -> CheckReport:
+    """One hypothesis search for a counterexample to ``check`` on ``impl``."""
+    report = CheckReport(impl.name, variant, dtype, check.name, PASSED)
+    reason = check.skip(impl, variant, dtype)
+    if reason:
+        report.status, report.reason = SKIPPED, reason
+        return report
+    start = time.perf_counter()
+    state: dict = {}
+
+    @hypothesis_settings or current_settings()
+    @given(strategies.cases(variant, dtype, **check.case_options))
+    def search(case: Case) -> None:
+        report.examples += 1
+        try:
+            comparisons = check.run(impl, case)
+        except Exception as error:  # the implementation (or the case) raised: a failure, reported
+            state.update(case=case, message=f"raised {type(error).__name__}: {error}",
+                         trace=traceback.format_exc(limit=-3))
+            raise CheckFailed(state["message"]) from error
+        for comparison in comparisons:
+            if report.worst is None or comparison.worst_ratio > report.worst.worst_ratio:
+                report.worst = comparison
+        bad = [c for c in comparisons if not c.ok]
+        if bad:
+            state.update(case=case, message="; ".join(c.line() for c in bad), worst=bad[0])
+            raise CheckFailed(state["message"])
+
+    try:
+        search()
+    except CheckFailed:
+        report.status, report.case, report.reason = FAILED, state.get("case"), state.get("message", "")
+        report.worst = state.get("worst", report.worst)
+    except Unsatisfiable as error:
+        report.status, report.reason = SKIPPED, f"no valid case could be drawn: {error}"
+    report.seconds = time.perf_counter() - start
+    deviation = expected_deviations.lookup(impl.name, report.id)
+    if deviation and report.status == FAILED:
+        report.status, report.reason = EXPECTED, f"{deviation} (observed: {report.reason})"
+    return report
+
+
+@dataclass
+class BatteryReport:
+    implementation: str
+    reports: list[CheckReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[CheckReport]:
+        return [r for r in self.reports if r.status == FAILED]
+
+    def by_status(self, status: str) -> list[CheckReport]:
+        return [r for r in self.reports if r.status == status]
+
+
+def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANTS, dtypes: Iterable[str] = DTYPES,
+                checks: Iterable[str] | None = None, hypothesis_settings: settings | None = None,
+                progress: Callable[[CheckReport], None] | None = None) -> BatteryReport:
+    start = time.perf_counter()
+    battery = BatteryReport(impl.name)
+    selected = [CHECKS[name] for name in (checks or CHECKS)]
+    for variant in variants:
+        for dtype in dtypes:
+            for check in selected:
+                report = run_check(impl, check, variant, dtype, hypothesis_settings=hypothesis_settings)
+                battery.reports.append(report)
+                if progress:
+                    progress(report)
+    battery.seconds = time.perf_counter() - start
+    return battery
+
+
+def replay(impl: Implementation, check_name: str, case: Case) -> list[Comparison]:
+    """Run one check on one case (the reproduction of a reported failure)."""
+    return CHECKS[check_name].run(impl, case)
+
+
+def suppressed_health_checks() -> list[HealthCheck]:
+    return [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]

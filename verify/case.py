@@ -1,0 +1,226 @@
+"""A *case*: one concrete call of one variant, small enough to replay from one line.
+
+Hypothesis draws the case's description (variant, shape, configuration, eps, dtype,
+memory layout, value family, seed); the tensor values come from a generator seeded
+by ``seed`` (hypothesis cannot draw kernel-sized arrays element by element). Values
+are rounded to the case's dtype *before* anything else sees them, so a float64 truth
+computed from the same rounded values is the truth for the low-precision call too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from derive import spec
+from derive.spec import Layout
+
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
+                "bfloat16": torch.bfloat16}
+MEMORY_LAYOUTS = ("contiguous", "noncontiguous", "channels_last")
+VALUE_FAMILIES = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma_mixed", "exact")
+CENTERING_VARIANTS = ("batch_norm", "layer_norm", "instance_norm", "group_norm")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call. ``normalized_ndim`` is used by layer_norm/rms_norm, ``num_groups`` by
+    group_norm, ``training`` by batch_norm (False: eval with running statistics);
+    ``eps=None`` is rms_norm's machine epsilon of the dtype."""
+
+    variant: str
+    shape: tuple[int, ...]
+    dtype: str = "float64"
+    eps: float | None = 1e-5
+    affine: bool = True
+    normalized_ndim: int = 1
+    num_groups: int = 1
+    training: bool = True
+    running: bool = False  # batch_norm/instance_norm training: also check the running-stat update
+    momentum: float = 0.1
+    memory: str = "contiguous"
+    values: str = "normal"
+    seed: int = 0
+
+    # --- description -----------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Case":
+        fields = json.loads(text)
+        fields["shape"] = tuple(fields["shape"])
+        return cls(**fields)
+
+    def short(self) -> str:
+        config = {"layer_norm": f"normalized_ndim={self.normalized_ndim}",
+                  "rms_norm": f"normalized_ndim={self.normalized_ndim}",
+                  "group_norm": f"num_groups={self.num_groups}",
+                  "batch_norm": "training" if self.training else "eval"}.get(self.variant, "")
+        return (f"{self.variant} shape={self.shape} {config} {self.dtype} eps={self.eps} "
+                f"affine={self.affine} {self.memory} values={self.values} seed={self.seed}").replace("  ", " ")
+
+    @property
+    def centered(self) -> bool:
+        return self.variant != "rms_norm"
+
+    @property
+    def given_statistics(self) -> bool:
+        return self.variant == "batch_norm" and not self.training
+
+    @property
+    def has_bias(self) -> bool:
+        return self.affine and self.variant != "rms_norm"
+
+    @property
+    def normalized_shape(self) -> tuple[int, ...]:
+        return self.shape[len(self.shape) - self.normalized_ndim:]
+
+    @property
+    def layout(self) -> Layout:
+        if self.variant in ("layer_norm", "rms_norm"):
+            return spec.trailing_layout(self.shape, self.normalized_shape)
+        if self.variant == "group_norm":
+            return spec.group_layout(self.shape, self.num_groups)
+        return spec.channel_layout(self.shape, per_sample=(self.variant == "instance_norm"))
+
+    @property
+    def effective_eps(self) -> float:
+        """rms_norm's eps=None is the machine epsilon of the compute dtype (float32 for 16-bit)."""
+        compute = torch.float64 if self.dtype == "float64" else torch.float32
+        return float(torch.finfo(compute).eps) if self.eps is None else self.eps
+
+    # --- values ------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray | None]:
+        """float64 arrays, already rounded to the case's dtype: x, weight, bias, grad_out,
+        running_mean, running_var (None where the call has none)."""
+        rng = np.random.default_rng(self.seed)
+        layout = self.layout
+        x = _to_shape(layout, _group_values(self.values, rng, layout, self.dtype)).reshape(self.shape)
+        channels = layout.weight_shape
+        weight = _weight(self.values, rng, channels) if self.affine else None
+        bias = rng.standard_normal(channels) if self.has_bias else None
+        grad_out = rng.standard_normal(self.shape)
+        running_mean = running_var = None
+        if self.given_statistics or self.running:
+            running_mean = rng.standard_normal(channels)
+            running_var = rng.uniform(0.5, 2.0, channels)
+        raw = dict(x=x, weight=weight, bias=bias, grad_out=grad_out, running_mean=running_mean,
+                   running_var=running_var)
+        return {k: None if v is None else round_to(v, self.dtype) for k, v in raw.items()}
+
+    # --- calling an implementation -------------------------------------------------------
+    def call(self, fn: Callable, x: Any, weight: Any = None, bias: Any = None, running_mean: Any = None,
+             running_var: Any = None) -> Any:
+        """``fn`` called with the torch.nn.functional signature of the case's variant."""
+        if self.variant == "layer_norm":
+            return fn(x, self.normalized_shape, weight, bias, self.eps)
+        if self.variant == "rms_norm":
+            return fn(x, self.normalized_shape, weight, self.eps)
+        if self.variant == "group_norm":
+            return fn(x, self.num_groups, weight, bias, self.eps)
+        if self.variant == "batch_norm":
+            return fn(x, running_mean, running_var, weight, bias, self.training, self.momentum, self.eps)
+        return fn(x, running_mean, running_var, weight, bias, True, self.momentum, self.eps)
+
+    def torch_tensor(self, array: np.ndarray | None, *, device: str = "cpu", memory: bool = False,
+                     dtype: str | None = None):
+        """``array`` as a torch tensor in the case's dtype; ``memory`` applies the memory layout."""
+        if array is None:
+            return None
+        tensor = torch.from_numpy(np.array(array)).to(device=device, dtype=TORCH_DTYPES[dtype or self.dtype])
+        return _with_memory_layout(tensor, self.memory) if memory else tensor
+
+    def numpy_array(self, array: np.ndarray | None, *, memory: bool = False, dtype: str | None = None):
+        """``array`` as a NumPy array in the case's dtype (NumPy has no bfloat16: ValueError)."""
+        if array is None:
+            return None
+        dtype = dtype or self.dtype
+        if dtype == "bfloat16":
+            raise ValueError("NumPy has no bfloat16")
+        out = np.array(array, dtype=dtype)
+        return _numpy_memory_layout(out, self.memory) if memory else out
+
+
+def round_to(array: np.ndarray, dtype: str) -> np.ndarray:
+    """float64 copy of ``array`` rounded to ``dtype`` (round to nearest even, as torch casts)."""
+    return torch.from_numpy(np.array(array, dtype=np.float64)).to(TORCH_DTYPES[dtype]).double().numpy()
+
+
+def _to_shape(layout: Layout, groups: np.ndarray) -> np.ndarray:
+    """Place rows of ``groups`` (one row per group) into the layout's work shape."""
+    other = [d for d in range(len(layout.work_shape)) if d not in layout.group_dims]
+    order = other + list(layout.group_dims)
+    permuted_shape = [layout.work_shape[d] for d in order]
+    return groups.reshape(permuted_shape).transpose(np.argsort(order))
+
+
+def _group_values(family: str, rng: np.random.Generator, layout: Layout, dtype: str) -> np.ndarray:
+    n = layout.group_size
+    count = math.prod(layout.work_shape) // n
+    z = rng.standard_normal((count, n))
+    finfo = torch.finfo(TORCH_DTYPES[dtype])
+    if family == "offset":  # large mean, small spread: cancellation
+        ratio = 10.0 ** rng.uniform(3, 6, (count, 1))
+        offset = min(1e4, finfo.max / 8) * rng.choice([-1.0, 1.0], (count, 1))
+        return offset + z * np.abs(offset) / ratio
+    if family == "constant":  # variance 0; few mantissa bits, so that the mean is exact too
+        return np.repeat(rng.integers(-24, 25, (count, 1)) / 8, n, axis=1)
+    if family == "outlier":  # one element far from the rest
+        z[np.arange(count), rng.integers(0, n, count)] *= 1e3 if dtype != "float16" else 1e2
+        return z
+    if family == "huge":
+        # float16: a sum of squares overflows float16 but not float32 (accumulate wide!);
+        # the others: squares near float32's overflow (for float64, beyond float32's range)
+        if dtype == "float16":
+            return z.clip(-3, 3) * 2.0 * math.sqrt(finfo.max / n) / 3
+        return z.clip(-3, 3) * 0.25 * math.sqrt(float(torch.finfo(torch.float32).max) / n) / 3
+    if family == "tiny":  # variance comparable to eps
+        return z * 10.0 ** rng.uniform(-3.5, -1.5, (count, 1))
+    if family == "exact":
+        return _exact_groups(rng, count, n)
+    return z  # normal, gamma_mixed
+
+
+def _exact_groups(rng: np.random.Generator, count: int, n: int) -> np.ndarray:
+    """Pairs m +- d around a power-of-two mean m, d with 3 mantissa bits: mean and variance
+    are exact in any summation order and in every dtype."""
+    mean = 2.0 ** rng.integers(-2, 4, (count, 1))
+    d = rng.integers(1, 8, (count, n // 2)) * mean / 8
+    unpaired = [np.zeros((count, 1))] if n % 2 else []  # an odd group's extra element sits on the mean
+    signed = np.concatenate([d, -d, *unpaired], axis=1)
+    return mean + rng.permuted(signed, axis=1)
+
+
+def _weight(family: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    if family == "gamma_mixed":  # mixed signs over two decades
+        return rng.choice([-1.0, 1.0], shape) * 10.0 ** rng.uniform(-1, 1, shape)
+    return 1.0 + 0.5 * rng.standard_normal(shape)
+
+
+def _with_memory_layout(tensor: torch.Tensor, memory: str) -> torch.Tensor:
+    if memory == "noncontiguous" and tensor.ndim >= 1:
+        wide = torch.zeros(*tensor.shape[:-1], 2 * tensor.shape[-1], dtype=tensor.dtype, device=tensor.device)
+        wide[..., ::2] = tensor
+        return wide[..., ::2]
+    if memory == "channels_last" and tensor.ndim in (4, 5):
+        fmt = torch.channels_last if tensor.ndim == 4 else torch.channels_last_3d
+        return tensor.contiguous(memory_format=fmt)
+    return tensor
+
+
+def _numpy_memory_layout(array: np.ndarray, memory: str) -> np.ndarray:
+    if memory == "noncontiguous" and array.ndim >= 1:
+        wide = np.zeros((*array.shape[:-1], 2 * array.shape[-1]), dtype=array.dtype)
+        wide[..., ::2] = array
+        return wide[..., ::2]
+    if memory == "channels_last" and array.ndim in (4, 5):
+        order = (0, *range(2, array.ndim), 1)
+        return np.ascontiguousarray(array.transpose(order)).transpose(np.argsort(order))
+    return array

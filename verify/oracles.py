@@ -1,0 +1,121 @@
+"""Oracles independent of the derivation and of the references.
+
+- :func:`plain` is each variant written straight from its definition in float64 torch
+  (mean, biased variance, divide, affine), with its own reductions per variant; torch
+  autograd differentiates it. It shares no code with ``reference`` or ``derive.spec``.
+- :func:`directional_fd` is a central finite difference of any forward, with a
+  Richardson step and an error estimate.
+- the mpmath oracle is ``verify.oracle_mp``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from verify.case import Case
+
+
+def _stat_dims(case: Case, x: torch.Tensor) -> tuple[int, ...]:
+    if case.variant in ("layer_norm", "rms_norm"):
+        return tuple(range(x.ndim - case.normalized_ndim, x.ndim))
+    if case.variant == "batch_norm":
+        return (0, *range(2, x.ndim))
+    return tuple(range(2, x.ndim))  # instance_norm; group_norm after its reshape
+
+
+def _param_view(case: Case, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if case.variant in ("layer_norm", "rms_norm"):
+        return p
+    return p.reshape(1, -1, *([1] * (x.ndim - 2)))  # per channel
+
+
+@dataclass
+class PlainResult:
+    y: torch.Tensor
+    mean: torch.Tensor  # the statistics, keepdims over the group (0 for rms_norm)
+    var: torch.Tensor  # biased
+    unbiased_var: torch.Tensor
+
+
+def plain(case: Case, x, weight=None, bias=None, running_mean=None, running_var=None) -> PlainResult:
+    """The variant's definition in torch ops on float64 tensors (differentiable)."""
+    eps = case.effective_eps
+    grouped = x.reshape(x.shape[0], case.num_groups, -1) if case.variant == "group_norm" else x
+    dims = _stat_dims(case, grouped)
+    if case.given_statistics:
+        mean, var = _param_view(case, running_mean, x), _param_view(case, running_var, x)
+        unbiased = var
+    else:
+        mean = grouped.mean(dim=dims, keepdim=True) if case.centered else torch.zeros((), dtype=x.dtype)
+        var = ((grouped - mean) ** 2).mean(dim=dims, keepdim=True)
+        count = int(np.prod([grouped.shape[d] for d in dims]))
+        unbiased = var * count / max(count - 1, 1)
+    y = ((grouped - mean) / torch.sqrt(var + eps)).reshape(x.shape)
+    if weight is not None:
+        y = y * _param_view(case, weight, x)
+    if bias is not None:
+        y = y + _param_view(case, bias, x)
+    return PlainResult(y, mean, var, unbiased)
+
+
+def plain_running(case: Case, x, running_mean, running_var) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's running-statistics update, from the definition (float64)."""
+    stats = plain(case, x)
+    batch_mean, batch_var = stats.mean, stats.unbiased_var
+    if case.variant == "instance_norm":  # the batch average of the per-instance statistics
+        batch_mean, batch_var = batch_mean.mean(0), batch_var.mean(0)
+    m = case.momentum
+    return ((1 - m) * running_mean + m * batch_mean.reshape(-1),
+            (1 - m) * running_var + m * batch_var.reshape(-1))
+
+
+@dataclass
+class Truth:
+    """float64 truth of one case: forward, VJP and statistics, as NumPy arrays."""
+
+    y: np.ndarray
+    dx: np.ndarray
+    dweight: np.ndarray | None
+    dbias: np.ndarray | None
+    running_mean: np.ndarray | None
+    running_var: np.ndarray | None
+
+
+def truth(case: Case, arrays: dict) -> Truth:
+    """Forward and VJP of the plain definition by torch autograd, float64."""
+    t = {k: None if v is None else torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+    leaves = {k: t[k].requires_grad_() for k in ("x", "weight", "bias") if t[k] is not None}
+    result = plain(case, t["x"], t["weight"], t["bias"], t["running_mean"], t["running_var"])
+    grads = torch.autograd.grad(result.y, list(leaves.values()), t["grad_out"], allow_unused=True)
+    grad = dict(zip(leaves, grads))
+    running = (None, None)
+    if case.running and not case.given_statistics:
+        running = tuple(r.numpy() for r in plain_running(case, t["x"].detach(), t["running_mean"],
+                                                        t["running_var"]))
+    as_np = lambda v: None if v is None else v.detach().numpy()  # noqa: E731
+    return Truth(as_np(result.y), as_np(grad["x"]), as_np(grad.get("weight")), as_np(grad.get("bias")),
+                 *running)
+
+
+@dataclass
+class FiniteDifference:
+    estimate: float
+    error_bound: float  # truncation (Richardson) + rounding estimate
+
+
+def directional_fd(loss: Callable[[float], float], scale: float, magnitude: float) -> FiniteDifference:
+    """d/dt loss(t) at t = 0 by central differences at steps h and h/2 (Richardson).
+
+    ``scale`` is the size of the perturbed inputs (the step is cbrt(u) * scale);
+    ``magnitude`` the size of the loss's terms, which sets the rounding noise.
+    """
+    u = np.finfo(np.float64).eps
+    h = np.cbrt(u) * scale
+    d1 = (loss(h) - loss(-h)) / (2 * h)
+    d2 = (loss(h / 2) - loss(-h / 2)) / h
+    richardson = (4 * d2 - d1) / 3
+    rounding = 4 * u * magnitude / h
+    return FiniteDifference(richardson, abs(d2 - d1) + rounding)

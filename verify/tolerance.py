@@ -1,0 +1,132 @@
+"""The tolerance policy: the one place that says how close is close enough.
+
+An implementation's result ``a`` is compared with a float64 (or mpmath) truth ``t``
+computed from the *same* inputs, already rounded to the case's dtype. Element i passes
+when
+
+    |a_i - t_i| <= rtol * |t_i| + atol_i,
+    rtol   = 2 u_out,
+    atol_i = m_i * (2 u_out + 8 u_compute * (1 + sqrt(N)) * kappa_i),
+
+with
+
+- u_out: unit roundoff of the result's dtype (2^-53, 2^-24, 2^-11, 2^-8 for float64,
+  float32, float16, bfloat16): the final rounding of a correct result costs up to
+  u_out of the value, and a kernel that rounds xhat before the affine step up to
+  u_out of the terms (hence the m_i term);
+- u_compute: unit roundoff of the precision the statistics are accumulated in
+  (float32 for 16-bit inputs, as torch's kernels do; the dtype itself otherwise);
+- N: the group size (reduction length). Sums of N terms in floating point err by
+  about sqrt(N) u (pairwise or random rounding) and at most N u (a naive loop); the
+  factor 8 (1 + sqrt(N)) covers blocked and pairwise summation with a margin;
+- kappa_i: the conditioning of the element's group, 1 + max|x| / sqrt(var + eps).
+  Subtracting the mean cancels digits in proportion to it (mean offset 1e4 with
+  spread 1 loses 4 digits in any precision). A two-pass variance stays linear in
+  kappa; the one-pass E[x^2] - E[x]^2 is quadratic and fails this policy;
+- m_i: the natural magnitude of the quantity near element i, supplied by the check
+  (for y the largest |gamma xhat| + |beta| of the group; for dx the largest
+  r |gamma g| of the group; for dweight and dbias the sum of the absolute terms).
+
+ULP errors are reported in units of the dtype's spacing at max(|t_i|, m_i), so that
+a true value near zero is measured against the magnitude of its quantity.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+SPACING_AT_ONE = {name: 2 * u for name, u in UNIT_ROUNDOFF.items()}
+DTYPE_MAX = {"float64": float(np.finfo(np.float64).max), "float32": float(np.finfo(np.float32).max),
+             "float16": 65504.0, "bfloat16": 3.3895313892515355e38}
+COMPUTE_DTYPE = {"float64": "float64", "float32": "float32", "float16": "float32", "bfloat16": "float32"}
+REDUCTION_SAFETY = 8.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The tolerance of one comparison; ``describe`` says where it came from."""
+
+    dtype: str
+    group_size: int
+    rtol: float
+    magnitude: np.ndarray  # m_i, per element (broadcastable)
+    factor: np.ndarray  # atol_i = m_i * factor_i
+    kappa: float  # the worst conditioning in the case
+
+    @property
+    def atol(self) -> np.ndarray:
+        return self.magnitude * self.factor
+
+    def describe(self) -> str:
+        return (f"{self.dtype} (compute {COMPUTE_DTYPE[self.dtype]}), N={self.group_size}, "
+                f"kappa={self.kappa:.3g}: rtol={self.rtol:.2g}, atol=m*{float(np.max(self.factor)):.2g}")
+
+
+def policy(dtype: str, group_size: int, magnitude: np.ndarray, kappa: np.ndarray | float) -> Policy:
+    """The tolerance for a result of ``dtype`` from groups of ``group_size`` elements."""
+    u_out, u_compute = UNIT_ROUNDOFF[dtype], UNIT_ROUNDOFF[COMPUTE_DTYPE[dtype]]
+    factor = 2 * u_out + REDUCTION_SAFETY * u_compute * (1 + math.sqrt(group_size)) * np.asarray(kappa)
+    return Policy(dtype, group_size, 2 * u_out, np.asarray(magnitude, dtype=np.float64), factor,
+                  float(np.max(kappa)))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every comparison records its worst errors, where, and the tolerance used."""
+
+    quantity: str
+    ok: bool
+    max_abs: float
+    max_rel: float
+    max_ulp: float
+    worst_index: tuple[int, ...]
+    worst_ratio: float  # error / allowed at the worst element (<= 1 passes)
+    actual: float
+    expected: float
+    allowed: float
+    tolerance: str
+    note: str = ""
+
+    def line(self) -> str:
+        if self.note:
+            return f"{self.quantity}: {self.note}"
+        return (f"{self.quantity}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, "
+                f"max ulp {self.max_ulp:.3g}; worst at {self.worst_index}: got {self.actual!r}, "
+                f"expected {self.expected!r}, allowed {self.allowed:.3g} [{self.tolerance}]")
+
+
+def compare(quantity: str, actual, truth, tol: Policy) -> Comparison:
+    """Compare ``actual`` with ``truth`` elementwise under ``tol``."""
+    a = np.asarray(actual, dtype=np.float64)
+    t = np.asarray(truth, dtype=np.float64)
+    if a.shape != t.shape:
+        return _failed(quantity, tol, f"shape {a.shape}, expected {t.shape}")
+    # A true value beyond the dtype's range rounds to +-inf: that is the correct result there.
+    t = np.where(np.isinf(a) & (np.abs(t) > DTYPE_MAX[tol.dtype]) & (np.sign(a) == np.sign(t)), a, t)
+    atol = np.broadcast_to(tol.atol, t.shape)
+    finite_truth = np.isfinite(t)
+    same_infinity = ~finite_truth & (a == t)
+    with np.errstate(invalid="ignore"):
+        err = np.where(finite_truth, np.abs(a - t), np.where(same_infinity, 0.0, np.inf))
+    err = np.where(np.isnan(err), np.inf, err)
+    allowed = tol.rtol * np.abs(t) + atol
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err == 0, 0.0, err / allowed)
+        rel = np.where(np.abs(t) > 0, err / np.abs(t), np.where(err == 0, 0.0, np.inf))
+        scale = np.maximum(np.abs(t), np.broadcast_to(tol.magnitude, t.shape))
+        ulp = err / (SPACING_AT_ONE[tol.dtype] * np.maximum(scale, np.finfo(np.float64).tiny))
+    if t.size == 0:
+        return Comparison(quantity, True, 0, 0, 0, (), 0, 0, 0, 0, tol.describe())
+    worst = np.unravel_index(int(np.argmax(ratio)), t.shape)
+    return Comparison(
+        quantity, bool(np.all(ratio <= 1.0)), float(np.max(err)), float(np.max(rel)), float(np.max(ulp)),
+        tuple(int(i) for i in worst), float(ratio[worst]), float(a[worst]), float(t[worst]),
+        float(allowed[worst]), tol.describe())
+
+
+def _failed(quantity: str, tol: Policy, note: str) -> Comparison:
+    return Comparison(quantity, False, math.inf, math.inf, math.inf, (), math.inf, math.nan, math.nan, 0.0,
+                      tol.describe(), note)
