@@ -126,6 +126,9 @@ def group_layout(x_shape: tuple[int, ...], num_groups: object) -> Layout:
     require(c % num_groups == 0, "num_groups", num_groups,
             f"a divisor of the number of channels C={c} (x.shape={x_shape})")
     g = int(num_groups)
+    # torch refuses N * C/G * spatial == 1 (it checks group_norm like a training batch_norm)
+    require(n * (c // g) * spatial > 1, "x.shape", x_shape,
+            f"more than 1 value per group over the batch (N * C/num_groups * spatial > 1, num_groups={g})")
     return Layout((n, g, c // g, spatial), (2, 3), (0, 3), (1, g, c // g, 1), (c,))
 
 

@@ -92,6 +92,11 @@ BAD: tuple[Bad, ...] = (
     Bad("group_norm-num_groups=0", "group_norm", f64(2, 6, 5), {"num_groups": 0}, ("num_groups=0", "positive")),
     Bad("group_norm-num_groups=-2", "group_norm", f64(2, 6, 5), {"num_groups": -2}, ("num_groups=-2", "positive")),
     # one value per group when training
+    Bad("group_norm-(1,2)-G=2-one-value", "group_norm", f64(1, 2), {"num_groups": 2},
+        ("x.shape=(1, 2)", "more than 1 value per group")),
+    Bad("batch_norm-train-eps=0", "batch_norm", f64(2, 3),
+        {"running_mean": None, "running_var": None, "training": True, "eps": 0.0},
+        ("eps=0.0", "positive")),
     Bad("batch_norm-train-(1,3)", "batch_norm", f64(1, 3),
         {"running_mean": None, "running_var": None, "training": True},
         ("x.shape=(1, 3)", "more than 1 value per channel")),

@@ -113,6 +113,11 @@ class BatteryReport:
     def by_status(self, status: str) -> list[CheckReport]:
         return [r for r in self.reports if r.status == status]
 
+    def stale_expectations(self) -> list[str]:
+        """Expected deviations whose check ran and passed: the entry matches nothing now."""
+        expected = expected_deviations.expected_ids(self.implementation)
+        return sorted(r.id for r in self.reports if r.id in expected and r.status == PASSED)
+
 
 def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANTS, dtypes: Iterable[str] = DTYPES,
                 checks: Iterable[str] | None = None, hypothesis_settings: settings | None = None,

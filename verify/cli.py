@@ -3,7 +3,8 @@
     normspec derive            regenerate reference/_generated (only changed files are written)
     normspec derive --check    exit 1, naming the file, when regenerating would change anything
     normspec derive --prove    prove the closed forms against brute force at N = 1..8
-    normspec all               the main job: freshness, proofs, quick comparison, summary table
+    normspec verify            the battery on numpy_ref, torch_ref and torch_native (CPU)
+    normspec all               the main job: freshness, proofs, quick comparison, battery, summary
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.table import Table
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 QUICK_TOLERANCE = 1e-10
 
@@ -104,11 +105,94 @@ def cmd_all(args: argparse.Namespace) -> int:
         for part, error in (("forward", result.forward_error), ("backward", result.backward_error)):
             rows.append(Row(result.variant, f"{result.implementation} {part} vs native",
                             error <= QUICK_TOLERANCE, f"{error:.1e}", result.seconds))
+    console.rule("the battery (HYPOTHESIS_PROFILE, default 'ci')")
+    _battery_rows(rows)
     console.print(_summary(rows))
     failed = [r for r in rows if not r.ok]
     console.print(f"{len(rows) - len(failed)} passed, {len(failed)} failed "
                   f"in {time.perf_counter() - start:.1f} s")
     return 1 if failed else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from verify import battery as bat, report
+    from verify.case import Case
+    from verify.implementation import builtin
+
+    impls = [builtin(name) for name in args.impl]
+    if args.device != "cpu":
+        impls = [_on_device(impl, args.device) for impl in impls]
+    if args.case:
+        return _replay(impls, args.check, Case.from_json(args.case))
+    variants, dtypes, checks = args.variant, args.dtype, args.check
+    settings = None
+    if args.max_examples:
+        from verify.profiles import current_settings
+
+        settings = current_settings(args.max_examples)
+    status = 0
+    for impl in impls:
+        total = len(variants) * len(dtypes) * len(checks or bat.CHECKS)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"{impl.name}", total=total)
+            result = bat.run_battery(impl, variants=variants, dtypes=dtypes, checks=checks,
+                                     hypothesis_settings=settings,
+                                     progress=lambda r: progress.advance(task))
+        console.print(report.table(result))
+        report.details(result, console)
+        console.print(report.summary_line(result))
+        status = max(status, 1 if result.failed else 0)
+    return status
+
+
+def _on_device(impl, device: str):
+    import dataclasses
+
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: CUDA is not available on this machine")
+    return dataclasses.replace(impl, device=device)
+
+
+def _replay(impls, checks, case) -> int:
+    from verify import battery as bat
+
+    status = 0
+    for impl in impls:
+        for check in checks or list(bat.CHECKS):
+            reason = bat.CHECKS[check].skip(impl, case.variant, case.dtype)
+            if reason:
+                console.print(f"{impl.name} {check}: skipped ({reason})")
+                continue
+            for comparison in bat.replay(impl, check, case):
+                mark = "[green]ok[/green]" if comparison.ok else "[red]FAIL[/red]"
+                console.print(f"{impl.name} {check} {mark} {comparison.line()}")
+                status = max(status, 0 if comparison.ok else 1)
+    console.print(f"case: {case.short()}")
+    return status
+
+
+def _battery_rows(rows: list[Row]) -> None:
+    """Run the battery on the three built-in implementations; one summary row per variant each."""
+    from verify import battery as bat, report
+    from verify.implementation import builtin
+
+    for name in ("numpy_ref", "torch_ref", "torch_native"):
+        result = bat.run_battery(builtin(name))
+        report.details(result, console)
+        console.print(report.summary_line(result))
+        for variant in bat.VARIANTS:
+            mine = [r for r in result.reports if r.variant == variant and r.status != bat.SKIPPED]
+            worst = max((r.worst.worst_ratio for r in mine if r.worst and r.status == bat.PASSED), default=0.0)
+            failed = [r for r in mine if r.status == bat.FAILED]
+            expected = sum(r.status == bat.EXPECTED for r in mine)
+            note = f"passing checks within {worst:.2g} of tolerance" + (
+                f"; {expected} expected deviations" if expected else "")
+            rows.append(Row(variant, f"battery: {name} ({sum(r.examples for r in mine)} examples)",
+                            not failed, note, sum(r.seconds for r in mine)))
 
 
 def _summary(rows: list[Row]) -> Table:
@@ -130,10 +214,37 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--prove", action="store_true", help="prove the closed forms at N = 1..max-n")
     derive.add_argument("--max-n", type=_positive_int, default=8, help="largest N proved (default 8)")
     derive.set_defaults(run=cmd_derive)
+    verify = sub.add_parser("verify", help="run the property-based battery")
+    _add_verify_options(verify)
+    verify.set_defaults(run=cmd_verify)
     everything = sub.add_parser("all", help="freshness, proofs, quick comparison, summary table")
     everything.add_argument("--max-n", type=_positive_int, default=8, help="largest N proved (default 8)")
     everything.set_defaults(run=cmd_all)
     return parser
+
+
+def _add_verify_options(parser: argparse.ArgumentParser) -> None:
+    from verify.battery import CHECKS, VARIANTS
+    from verify.case import DTYPES
+
+    def listed(choices):
+        def parse(text: str) -> list[str]:
+            values = [v.strip() for v in text.split(",") if v.strip()]
+            unknown = [v for v in values if v not in choices]
+            if unknown:
+                raise argparse.ArgumentTypeError(f"{','.join(unknown)}: expected some of {', '.join(choices)}")
+            return values
+        return parse
+
+    parser.add_argument("--impl", type=listed(("numpy_ref", "torch_ref", "torch_native")),
+                        default=["numpy_ref", "torch_ref", "torch_native"], help="comma-separated")
+    parser.add_argument("--variant", type=listed(VARIANTS), default=list(VARIANTS), help="comma-separated")
+    parser.add_argument("--dtype", type=listed(DTYPES), default=list(DTYPES), help="comma-separated")
+    parser.add_argument("--check", type=listed(tuple(CHECKS)), default=None, help="comma-separated")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--max-examples", type=_positive_int, default=None,
+                        help="examples per check (default: the HYPOTHESIS_PROFILE, 'ci')")
+    parser.add_argument("--case", default=None, help="replay one case (JSON, as printed by a failure)")
 
 
 def _positive_int(text: str) -> int:
