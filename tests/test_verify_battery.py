@@ -51,5 +51,5 @@ def test_failure_report_names_the_minimal_case():
     impl = Implementation("unbiased", {"layer_norm": layer_norm_unbiased_var})
     report = run_check(impl, CHECKS["forward"], "layer_norm", "float64")
     assert report.status == FAILED and report.case is not None
-    assert "--check forward --case" in report.reproduction()
+    assert "replay(impl, 'forward', verify.case.Case.from_json(" in report.reproduction()
     assert not all(c.ok for c in replay(impl, "forward", report.case))

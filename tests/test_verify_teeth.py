@@ -13,7 +13,7 @@ CAUGHT_BY = {
     "layer_norm_eps_outside_sqrt": {"forward", "mpmath"},
     "layer_norm_no_mean_xhat_term": {"backward", "finite_differences"},
     "layer_norm_gamma_missing_in_dx": {"backward", "finite_differences"},
-    "layer_norm_one_pass_var": {"forward", "second_moment", "shift_invariance"},
+    "layer_norm_one_pass_var": {"forward", "backward", "second_moment", "shift_invariance", "gradient_xhat"},
     "group_norm_strided_groups": {"forward", "backward", "mpmath"},
     "batch_norm_biased_running_var": {"running_stats"},
     "rms_norm_centered": {"forward", "second_moment", "identity_recovery"},

@@ -26,6 +26,7 @@ from verify.tolerance import Comparison
 
 VARIANTS = strategies.VARIANTS
 PASSED, FAILED, EXPECTED, SKIPPED = "passed", "failed", "expected failure", "skipped"
+BUILTIN = ("numpy_ref", "torch_ref", "torch_native")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class CheckReport:
     reason: str = ""  # skip reason, failure message, or the expected deviation's explanation
     case: Case | None = None  # the minimal failing case
     seconds: float = 0.0
+    max_ulp: float = 0.0  # over every comparison of every example
 
     @property
     def id(self) -> str:
@@ -47,10 +49,15 @@ class CheckReport:
         return f"{self.variant}::{self.dtype}::{self.check}"
 
     def reproduction(self) -> str:
+        """One line that replays the minimal case: a shell command for the built-in
+        implementations, a Python call for one passed in as an object."""
         if self.case is None:
             return ""
-        return (f"normspec verify --impl {self.implementation} --check {self.check} "
-                f"--case '{self.case.to_json()}'")
+        if self.implementation in BUILTIN:
+            return (f"normspec verify --impl {self.implementation} --check {self.check} "
+                    f"--case '{self.case.to_json()}'")
+        return (f"verify.battery.replay(impl, {self.check!r}, verify.case.Case.from_json("
+                f"'{self.case.to_json()}'))")
 
 
 class CheckFailed(AssertionError):
@@ -79,6 +86,7 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
                          trace=traceback.format_exc(limit=-3))
             raise CheckFailed(state["message"]) from error
         for comparison in comparisons:
+            report.max_ulp = max(report.max_ulp, comparison.max_ulp)
             if report.worst is None or comparison.worst_ratio > report.worst.worst_ratio:
                 report.worst = comparison
         bad = [c for c in comparisons if not c.ok]

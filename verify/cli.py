@@ -142,6 +142,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                                      progress=lambda r: progress.advance(task))
         console.print(report.table(result))
         report.details(result, console)
+        if report.ulp_line(result):
+            console.print(report.ulp_line(result))
         console.print(report.summary_line(result))
         status = max(status, 1 if result.failed else 0)
     return status
@@ -183,6 +185,8 @@ def _battery_rows(rows: list[Row]) -> None:
     for name in ("numpy_ref", "torch_ref", "torch_native"):
         result = bat.run_battery(builtin(name))
         report.details(result, console)
+        if report.ulp_line(result):
+            console.print(report.ulp_line(result))
         console.print(report.summary_line(result))
         for variant in bat.VARIANTS:
             mine = [r for r in result.reports if r.variant == variant and r.status != bat.SKIPPED]

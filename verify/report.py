@@ -60,6 +60,15 @@ def details(battery: BatteryReport, console: Console) -> None:
         console.print(f"[dim]skipped: {reason}[/dim]")
 
 
+def ulp_line(battery: BatteryReport) -> str | None:
+    """Max ULP error against the 50-digit mpmath oracle, per variant (float64 cases)."""
+    ulps = {r.variant: r.max_ulp for r in battery.reports if r.check == "mpmath" and r.status == PASSED}
+    if not ulps:
+        return None
+    return (f"{battery.implementation}: max ULP error vs mpmath (float64, at the quantity's scale): "
+            + ", ".join(f"{v} {u:.2g}" for v, u in ulps.items()))
+
+
 def summary_line(battery: BatteryReport) -> str:
     counts = {s: len(battery.by_status(s)) for s in (PASSED, FAILED, EXPECTED, SKIPPED)}
     examples = sum(r.examples for r in battery.reports)

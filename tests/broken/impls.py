@@ -219,8 +219,9 @@ def _layer_norm_function(x, normalized_shape, weight, bias, eps, bug):
 
 # --- the correct controls ---------------------------------------------------------------
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """Correct layer_norm (control), differentiated by torch autograd."""
-    return _layer_norm_from(x, normalized_shape, weight, bias, eps)
+    """Correct layer_norm (control), differentiated by torch autograd. x is cast to the
+    compute dtype once, so that its gradient paths meet in float32, not in float16."""
+    return _layer_norm_from(x.to(_compute_dtype(x)), normalized_shape, weight, bias, eps).to(x.dtype)
 
 
 def layer_norm_function(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -229,8 +230,9 @@ def layer_norm_function(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None):
-    """Correct rms_norm (control)."""
-    return _layer_norm_from(x, normalized_shape, weight, None, _rms_eps(x, eps), stats=_rms_stats)
+    """Correct rms_norm (control); x cast to the compute dtype once, as in layer_norm."""
+    return _layer_norm_from(x.to(_compute_dtype(x)), normalized_shape, weight, None, _rms_eps(x, eps),
+                            stats=_rms_stats).to(x.dtype)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
