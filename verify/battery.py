@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Unsatisfiable
 
 from verify import expected as expected_deviations
@@ -42,6 +43,7 @@ class CheckReport:
     case: Case | None = None  # the minimal failing case
     seconds: float = 0.0
     max_ulp: float = 0.0  # over every comparison of every example
+    repro_path: str | None = None  # the reproduction file written for a failure, if any
 
     @property
     def id(self) -> str:
@@ -53,7 +55,7 @@ class CheckReport:
         implementations, a Python call for one passed in as an object."""
         if self.case is None:
             return ""
-        if self.implementation in BUILTIN:
+        if self.implementation in BUILTIN or ":" in self.implementation:
             return (f"normspec verify --impl {self.implementation} --check {self.check} "
                     f"--case '{self.case.to_json()}'")
         return (f"verify.battery.replay(impl, {self.check!r}, verify.case.Case.from_json("
@@ -65,7 +67,8 @@ class CheckFailed(AssertionError):
 
 
 def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
-              hypothesis_settings: settings | None = None) -> CheckReport:
+              hypothesis_settings: settings | None = None, expected: set[str] | frozenset = frozenset(),
+              seed: int | None = None) -> CheckReport:
     """One hypothesis search for a counterexample to ``check`` on ``impl``."""
     report = CheckReport(impl.name, variant, dtype, check.name, PASSED)
     reason = check.skip(impl, variant, dtype)
@@ -75,7 +78,7 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     start = time.perf_counter()
     state: dict = {}
 
-    @hypothesis_settings or current_settings()
+    @hypothesis_settings or current_settings(seeded=seed is not None)
     @given(strategies.cases(variant, dtype, **check.case_options))
     def search(case: Case) -> None:
         report.examples += 1
@@ -94,6 +97,8 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
             state.update(case=case, message="; ".join(c.line() for c in bad), worst=bad[0])
             raise CheckFailed(state["message"])
 
+    if seed is not None:
+        search = hypothesis_seed(seed)(search)
     try:
         search()
     except CheckFailed:
@@ -103,6 +108,8 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
         report.status, report.reason = SKIPPED, f"no valid case could be drawn: {error}"
     report.seconds = time.perf_counter() - start
     deviation = expected_deviations.lookup(impl.name, report.id)
+    if report.id in expected:
+        deviation = "listed in the expected failures"
     if deviation and report.status == FAILED:
         report.status, report.reason = EXPECTED, f"{deviation} (observed: {report.reason})"
     return report
@@ -121,22 +128,24 @@ class BatteryReport:
     def by_status(self, status: str) -> list[CheckReport]:
         return [r for r in self.reports if r.status == status]
 
-    def stale_expectations(self) -> list[str]:
-        """Expected deviations whose check ran and passed: the entry matches nothing now."""
-        expected = expected_deviations.expected_ids(self.implementation)
+    def stale_expectations(self, expected: set[str] | frozenset = frozenset()) -> list[str]:
+        """Expected deviations (built-in, or ``expected``) whose check ran and passed."""
+        expected = expected_deviations.expected_ids(self.implementation) | set(expected)
         return sorted(r.id for r in self.reports if r.id in expected and r.status == PASSED)
 
 
 def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANTS, dtypes: Iterable[str] = DTYPES,
                 checks: Iterable[str] | None = None, hypothesis_settings: settings | None = None,
-                progress: Callable[[CheckReport], None] | None = None) -> BatteryReport:
+                progress: Callable[[CheckReport], None] | None = None,
+                expected: set[str] | frozenset = frozenset(), seed: int | None = None) -> BatteryReport:
     start = time.perf_counter()
     battery = BatteryReport(impl.name)
     selected = [CHECKS[name] for name in (checks or CHECKS)]
     for variant in variants:
         for dtype in dtypes:
             for check in selected:
-                report = run_check(impl, check, variant, dtype, hypothesis_settings=hypothesis_settings)
+                report = run_check(impl, check, variant, dtype, hypothesis_settings=hypothesis_settings,
+                                   expected=expected, seed=seed)
                 battery.reports.append(report)
                 if progress:
                     progress(report)

@@ -17,7 +17,7 @@ import torch
 from verify import oracles
 from verify.case import CENTERING_VARIANTS, TORCH_DTYPES, Case, round_to
 from verify.implementation import Implementation
-from verify.tolerance import Comparison, compare, policy
+from verify.tolerance import Comparison, compare, exact, policy
 
 
 class GroupView:
@@ -182,6 +182,29 @@ def check_running_stats(impl: Implementation, case: Case) -> list[Comparison]:
     tol_var = policy(case.dtype, ctx.group_size, magnitude_var, float(np.max(ctx.kappa())))
     return [compare("running_mean", got.running_mean, ctx.truth.running_mean, tol_mean),
             compare("running_var", got.running_var, ctx.truth.running_var, tol_var)]
+
+
+def check_deterministic(impl: Implementation, case: Case) -> list[Comparison]:
+    """Two identical calls give bit-identical results (forward and gradients)."""
+    ctx = Context.of(case)
+    first, second = impl.run(case, ctx.arrays), impl.run(case, ctx.arrays)
+    comparisons = []
+    for name in ("y", "dx", "dweight", "dbias", "running_mean", "running_var"):
+        a, b = getattr(first, name), getattr(second, name)
+        if a is None or b is None:
+            continue
+        comparisons.append(compare(f"{name}: second call - first call", b, a, exact(case.dtype, np.shape(a))))
+    return comparisons
+
+
+def check_eval_running_unchanged(impl: Implementation, case: Case) -> list[Comparison]:
+    """batch_norm in eval mode reads the running statistics and must not update them."""
+    case = dataclasses.replace(case, training=False, running=False)
+    ctx = Context.of(case)
+    got = impl.run(case, ctx.arrays, gradients=False)
+    zero = exact(case.dtype, ctx.arrays["running_mean"].shape)
+    return [compare("running_mean after eval", got.running_mean, ctx.arrays["running_mean"], zero),
+            compare("running_var after eval", got.running_var, ctx.arrays["running_var"], zero)]
 
 
 def check_finite_differences(impl: Implementation, case: Case) -> list[Comparison]:
@@ -397,22 +420,18 @@ def check_constant_group(impl: Implementation, case: Case) -> list[Comparison]:
     ctx = Context.of(case)
     got = impl.run(case, ctx.arrays)
     beta = round_to(ctx.view.param(ctx.arrays["bias"], 0.0), case.dtype)
-
-    def exact(shape):
-        return dataclasses.replace(policy(case.dtype, ctx.group_size, np.zeros(shape), 1.0), rtol=0.0)
-
-    comparisons = [compare("y - beta (exact)", got.y, beta, exact(beta.shape))]
+    comparisons = [compare("y - beta (exact)", got.y, beta, exact(case.dtype, beta.shape))]
     for name in ("dx", "dweight", "dbias"):
         value, true = getattr(got, name), getattr(ctx.truth, name)
         if value is None or true is None:
             continue
         if value.shape != true.shape:
-            comparisons.append(compare(name, value, true, exact(true.shape)))  # reports the shape
+            comparisons.append(compare(name, value, true, exact(case.dtype, true.shape)))  # reports the shape
             continue
         representable = np.isfinite(round_to(true, case.dtype))  # r * h may overflow float16 honestly
         if not np.all(np.isfinite(value[representable])):
             comparisons.append(compare(f"{name} finite where the truth is", np.where(representable, value, 0),
-                                       np.zeros_like(value), exact(value.shape)))
+                                       np.zeros_like(value), exact(case.dtype, value.shape)))
     return comparisons
 
 
@@ -515,6 +534,10 @@ CHECKS: dict[str, Check] = {c.name: c for c in (
           needs_gradients=True),
     Check("running_stats", "oracle", "running mean/var update (momentum, unbiased variance)",
           check_running_stats, variants=("batch_norm", "instance_norm"), case_options={"training": True}),
+    Check("deterministic", "oracle", "two identical calls give bit-identical results", check_deterministic,
+          case_options={"max_numel": 512}),
+    Check("eval_running_unchanged", "oracle", "eval mode leaves the running statistics untouched",
+          check_eval_running_unchanged, variants=("batch_norm",), case_options={"training": False}),
     Check("finite_differences", "oracle", "VJP against central differences of the forward", check_finite_differences,
           dtypes=("float64",), needs_gradients=True,
           case_options={"max_numel": 48, "families": ("normal", "outlier", "gamma_mixed", "offset", "tiny")}),

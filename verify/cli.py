@@ -4,14 +4,21 @@
     normspec derive --check    exit 1, naming the file, when regenerating would change anything
     normspec derive --prove    prove the closed forms against brute force at N = 1..8
     normspec verify            the battery on numpy_ref, torch_ref and torch_native (CPU)
+    normspec verify --impl package.module:function --variant layer_norm
+                               the battery on your implementation; exit 0 only if every check passes
+    normspec repro CASE.npz    re-run one saved failing case
+    normspec list              the variants and the checks
     normspec all               the main job: freshness, proofs, quick comparison, battery, summary
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -115,47 +122,125 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
-    from verify import battery as bat, report
+    from verify import api, battery as bat
     from verify.case import Case
     from verify.implementation import builtin
+    from verify.report import Report
 
-    impls = [builtin(name) for name in args.impl]
-    if args.device != "cpu":
-        impls = [_on_device(impl, args.device) for impl in impls]
+    _require_device(args.device)
+    if args.backward and not args.user_impl:
+        raise SystemExit("--backward: only with --impl package.module:function")
+    if args.user_impl and len(args.variant) != 1:
+        raise SystemExit("--variant: name exactly one variant for --impl package.module:function")
     if args.case:
+        impls = [_user_implementation(args)] if args.user_impl else [_on_device(builtin(n), args.device)
+                                                                      for n in args.impl]
         return _replay(impls, args.check, Case.from_json(args.case))
-    variants, dtypes, checks = args.variant, args.dtype, args.check
-    settings = None
-    if args.max_examples:
-        from verify.profiles import current_settings
+    reports = []
+    if args.user_impl:
+        with _progress(f"{args.user_impl}") as advance:
+            reports.append(api.check(args.user_impl, args.variant[0], backward=args.backward, device=args.device,
+                                     dtypes=args.dtype, checks=args.check, max_examples=args.max_examples,
+                                     expected_failures=args.expected_failures, timeout=args.timeout,
+                                     isolate=args.isolate, artifacts=args.artifacts, seed=args.seed,
+                                     progress=advance))
+    else:
+        for name in args.impl:
+            impl = _on_device(builtin(name), args.device)
+            settings = _settings(args)
+            with _progress(name) as advance:
+                result = bat.run_battery(impl, variants=args.variant, dtypes=args.dtype, checks=args.check,
+                                         hypothesis_settings=settings, seed=args.seed, progress=advance)
+            report = Report(result, impl)
+            if args.artifacts:
+                report.write_artifacts(Path(args.artifacts))
+            reports.append(report)
+    for report in reports:
+        report.print(console)
+    _write_reports(reports, args)
+    return 0 if all(r.ok for r in reports) else 1
 
-        settings = current_settings(args.max_examples)
+
+def _settings(args: argparse.Namespace):
+    if not args.max_examples and args.seed is None:
+        return None
+    from verify.profiles import current_settings
+
+    return current_settings(args.max_examples, seeded=args.seed is not None)
+
+
+@contextmanager
+def _progress(label: str):
+    """A progress bar on a terminal (none when output is captured)."""
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task(label, total=None)
+        yield lambda report: progress.update(task, advance=1, description=f"{label} {report.id}")
+
+
+def _write_reports(reports, args: argparse.Namespace) -> None:
+    if args.json:
+        payload = [r.to_dict() for r in reports]
+        Path(args.json).write_text(json.dumps(payload if len(payload) > 1 else payload[0], indent=2,
+                                              default=str) + "\n")
+        console.print(f"JSON report: {args.json}")
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(r.to_markdown() for r in reports))
+        console.print(f"Markdown report: {args.markdown}")
+
+
+def _user_implementation(args: argparse.Namespace):
+    from verify import api
+
+    return api.build(args.user_impl, args.variant[0], backward=args.backward, device=args.device,
+                     timeout=args.timeout)
+
+
+def _require_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: CUDA is not available on this machine")
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    from verify.repro import read_case, replay
+
+    saved = read_case(args.case_file)
+    console.print(f"case:  {saved['case'].short()}")
+    console.print(f"check: {saved['meta']['check']} — saved failure: {saved['meta']['failure']}")
+    case, check, comparisons = replay(args.case_file, impl=args.impl, backward=args.backward, device=args.device)
     status = 0
-    for impl in impls:
-        total = len(variants) * len(dtypes) * len(checks or bat.CHECKS)
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"{impl.name}", total=total)
-            result = bat.run_battery(impl, variants=variants, dtypes=dtypes, checks=checks,
-                                     hypothesis_settings=settings,
-                                     progress=lambda r: progress.advance(task))
-        console.print(report.table(result))
-        report.details(result, console)
-        if report.ulp_line(result):
-            console.print(report.ulp_line(result))
-        console.print(report.summary_line(result))
-        status = max(status, 1 if result.failed else 0)
+    for comparison in comparisons:
+        console.print(f"{'[green]ok[/green]' if comparison.ok else '[red]FAIL[/red]'} {comparison.line()}")
+        status = status or (0 if comparison.ok else 1)
+    console.print("reproduced: the check still fails" if status else "the check passes now")
     return status
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from derive.spec import VARIANTS
+    from verify.checks import CHECKS
+
+    variants = Table(title="variants")
+    for column in ("variant", "statistics shared over", "affine per"):
+        variants.add_column(column)
+    for v in VARIANTS.values():
+        variants.add_row(v.name, v.group, v.affine)
+    checks = Table(title="checks")
+    for column in ("check", "kind", "what it states", "variants", "dtypes"):
+        checks.add_column(column)
+    for c in CHECKS.values():
+        checks.add_row(c.name, c.kind, c.description, ", ".join(c.variants), ", ".join(c.dtypes))
+    console.print(variants)
+    console.print(checks)
+    return 0
 
 
 def _on_device(impl, device: str):
     import dataclasses
 
-    import torch
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device}: CUDA is not available on this machine")
     return dataclasses.replace(impl, device=device)
 
 
@@ -221,6 +306,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="run the property-based battery")
     _add_verify_options(verify)
     verify.set_defaults(run=cmd_verify)
+    repro = sub.add_parser("repro", help="re-run one saved failing case (a .npz written with --artifacts)")
+    repro.add_argument("case_file", metavar="CASE.npz")
+    repro.add_argument("--impl", default=None, help="package.module:function (default: the one saved)")
+    repro.add_argument("--backward", default=None)
+    repro.add_argument("--device", default="cpu")
+    repro.set_defaults(run=cmd_repro)
+    listing = sub.add_parser("list", help="list the variants and the checks")
+    listing.set_defaults(run=cmd_list)
     everything = sub.add_parser("all", help="freshness, proofs, quick comparison, summary table")
     everything.add_argument("--max-n", type=_positive_int, default=8, help="largest N proved (default 8)")
     everything.set_defaults(run=cmd_all)
@@ -240,8 +333,12 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
             return values
         return parse
 
-    parser.add_argument("--impl", type=listed(("numpy_ref", "torch_ref", "torch_native")),
-                        default=["numpy_ref", "torch_ref", "torch_native"], help="comma-separated")
+    builtins = ("numpy_ref", "torch_ref", "torch_native")
+    parser.add_argument("--impl", type=_impl_option(listed(builtins)), default=list(builtins),
+                        help="package.module:function (your implementation), or built-ins, comma-separated: "
+                             + ", ".join(builtins))
+    parser.add_argument("--backward", default=None,
+                        help="package.module:function with the signature of reference.numpy_ref.*_backward")
     parser.add_argument("--variant", type=listed(VARIANTS), default=list(VARIANTS), help="comma-separated")
     parser.add_argument("--dtype", type=listed(DTYPES), default=list(DTYPES), help="comma-separated")
     parser.add_argument("--check", type=listed(tuple(CHECKS)), default=None, help="comma-separated")
@@ -249,6 +346,27 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-examples", type=_positive_int, default=None,
                         help="examples per check (default: the HYPOTHESIS_PROFILE, 'ci')")
     parser.add_argument("--case", default=None, help="replay one case (JSON, as printed by a failure)")
+    parser.add_argument("--json", default=None, help="write the report as JSON to this file")
+    parser.add_argument("--markdown", default=None, help="write the report as Markdown (a PR comment)")
+    parser.add_argument("--artifacts", default=None, help="folder for reproduction files of failures")
+    parser.add_argument("--expected-failures", default=None,
+                        help="file of check ids (variant::dtype::check), one per line, expected to fail")
+    parser.add_argument("--isolate", action="store_true",
+                        help="run every call in a worker process (kernels that can crash the process)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+    parser.add_argument("--seed", type=int, default=None, help="a random seed instead of the profile's "
+                                                                 "derandomized examples")
+
+
+def _impl_option(builtins_parser):
+    """--impl is either one import path (package.module:function) or built-in names."""
+
+    def parse(text: str):
+        if ":" in text:
+            return text
+        return builtins_parser(text)
+
+    return parse
 
 
 def _positive_int(text: str) -> int:
@@ -259,8 +377,18 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from derive.errors import NormSpecError
+
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    if getattr(args, "impl", None) is not None and isinstance(args.impl, str) and args.run is cmd_verify:
+        args.user_impl, args.impl = args.impl, []
+    elif args.run is cmd_verify:
+        args.user_impl = None
+    try:
+        return args.run(args)
+    except NormSpecError as error:
+        console.print(f"[red]error[/red]: {error}")
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,13 +8,45 @@ supplied backward functions with the signature of ``reference.numpy_ref.*_backwa
 """
 from __future__ import annotations
 
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from verify.case import Case
+
+
+class ContractViolation(AssertionError):
+    """The implementation broke the calling contract: output shape, dtype or device, or it
+    modified an input in place."""
+
+
+class CallTimeout(AssertionError):
+    """The implementation did not return within the per-call time limit."""
+
+
+@contextmanager
+def time_limit(seconds: float | None):
+    """Interrupt a call that runs longer than ``seconds`` (SIGALRM: Python-level hangs; a
+    hang inside native code needs --isolate, which kills the worker process)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise CallTimeout(f"the call did not return within {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -35,6 +67,8 @@ class Implementation:
     gradients: str | None = "autograd"  # 'autograd', 'backward' or None
     backwards: dict[str, Callable] = field(default_factory=dict)
     device: str = "cpu"
+    timeout: float | None = None  # seconds per call
+    source: dict[str, str] = field(default_factory=dict)  # import paths, for reproduction files
 
     def unsupported(self, variant: str, dtype: str) -> str | None:
         """Why this implementation cannot run ``variant`` in ``dtype``, or None."""
@@ -57,32 +91,53 @@ class Implementation:
     def _run_torch(self, case: Case, arrays: dict, gradients: bool) -> RunResult:
         fn = self.functions[case.variant]
         leaves = {k: case.torch_tensor(arrays[k], device=self.device) for k in ("x", "weight", "bias")}
-        if gradients and self.gradients == "autograd":
+        autograd = gradients and self.gradients == "autograd"
+        if autograd:
             for tensor in leaves.values():
                 if tensor is not None:
                     tensor.requires_grad_()
         running = {k: case.torch_tensor(arrays[k], device=self.device) for k in ("running_mean", "running_var")}
-        x_in = case.torch_tensor(arrays["x"], device=self.device, memory=True) if not leaves["x"].requires_grad \
-            else _memory_view(case, leaves["x"])
-        y = case.call(fn, x_in, leaves["weight"], leaves["bias"], running["running_mean"], running["running_var"])
+        x_in = _memory_view(case, leaves["x"]) if autograd else case.torch_tensor(arrays["x"], device=self.device,
+                                                                                  memory=True)
+        inputs = {"x": x_in, "weight": leaves["weight"], "bias": leaves["bias"]}
+        before = {k: v.detach().clone() for k, v in inputs.items() if v is not None}
+        with time_limit(self.timeout):
+            y = case.call(fn, x_in, leaves["weight"], leaves["bias"], running["running_mean"], running["running_var"])
+        _check_output("the output", y, like=x_in)
+        _check_unchanged(before, inputs)
         result = RunResult(_np(y), running_mean=_np(running["running_mean"]), running_var=_np(running["running_var"]))
         if gradients:
             grad_out = case.torch_tensor(arrays["grad_out"], device=self.device)
-            if self.gradients == "autograd":
-                inputs = [t for t in leaves.values() if t is not None]
-                grads = iter(torch.autograd.grad(y, inputs, grad_out, allow_unused=True))
-                got = {k: next(grads) if t is not None else None for k, t in leaves.items()}
-                result.dx, result.dweight, result.dbias = (_np(got[k]) for k in ("x", "weight", "bias"))
+            if autograd:
+                result.dx, result.dweight, result.dbias = self._autograd(y, leaves, grad_out)
             else:
                 result.dx, result.dweight, result.dbias = self._call_backward(case, grad_out, x_in, leaves, arrays)
         return result
+
+    def _autograd(self, y, leaves: dict, grad_out):
+        inputs = [t for t in leaves.values() if t is not None]
+        if not y.requires_grad:
+            raise ContractViolation("the output does not require grad although x does: the implementation is "
+                                    "not differentiable (pass a backward, or gradients=None for forward-only)")
+        with time_limit(self.timeout):
+            grads = iter(torch.autograd.grad(y, inputs, grad_out, allow_unused=True))
+        got = {k: next(grads) if t is not None else None for k, t in leaves.items()}
+        for name, leaf in leaves.items():
+            if leaf is not None and got[name] is not None:
+                _check_output(f"the gradient of {name}", got[name], like=leaf)
+        return tuple(_np(got[k]) for k in ("x", "weight", "bias"))
 
     def _run_numpy(self, case: Case, arrays: dict, gradients: bool) -> RunResult:
         fn = self.functions[case.variant]
         x = case.numpy_array(arrays["x"], memory=True)
         params = {k: case.numpy_array(arrays[k]) for k in ("weight", "bias")}
         running = {k: case.numpy_array(arrays[k]) for k in ("running_mean", "running_var")}
-        y = case.call(fn, x, params["weight"], params["bias"], running["running_mean"], running["running_var"])
+        inputs = {"x": x, **params}
+        before = {k: v.copy() for k, v in inputs.items() if v is not None}
+        with time_limit(self.timeout):
+            y = case.call(fn, x, params["weight"], params["bias"], running["running_mean"], running["running_var"])
+        _check_output("the output", y, like=x)
+        _check_unchanged(before, inputs)
         result = RunResult(_np(y), running_mean=_np(running["running_mean"]), running_var=_np(running["running_var"]))
         if gradients:
             grad_out = case.numpy_array(arrays["grad_out"])
@@ -95,10 +150,44 @@ class Implementation:
         backward = self.backwards[case.variant]
         detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in params.items()}
         x = x.detach() if isinstance(x, torch.Tensor) else x
-        grads = case.call(lambda *a: backward(grad_out, *a), x, detached["weight"], detached["bias"],
-                          lib(arrays["running_mean"]), lib(arrays["running_var"]))
-        grads = tuple(grads) + (None,) * (3 - len(tuple(grads)))
-        return tuple(_np(g) for g in grads[:3])
+        with time_limit(self.timeout):
+            grads = case.call(lambda *a: backward(grad_out, *a), x, detached["weight"], detached["bias"],
+                              lib(arrays["running_mean"]), lib(arrays["running_var"]))
+        if not isinstance(grads, (tuple, list)) or len(grads) != 3:
+            raise ContractViolation(f"the backward returned {type(grads).__name__}, expected (dx, dweight, dbias)")
+        for name, grad, like in zip(("x", "weight", "bias"), grads, (x, detached["weight"], detached["bias"])):
+            if like is not None and grad is not None:
+                _check_output(f"the gradient of {name}", grad, like=like)
+        return tuple(_np(g) for g in grads)
+
+
+def _describe(value: Any) -> tuple[str, tuple, str]:
+    if isinstance(value, torch.Tensor):
+        return str(value.dtype).replace("torch.", ""), tuple(value.shape), str(value.device)
+    if isinstance(value, np.ndarray):
+        return str(value.dtype), tuple(value.shape), "cpu"
+    return type(value).__name__, (), "-"
+
+
+def _check_output(what: str, value: Any, *, like: Any) -> None:
+    """Same type of array, shape, dtype and device as ``like``."""
+    if not isinstance(value, (torch.Tensor, np.ndarray)):
+        raise ContractViolation(f"{what} is a {type(value).__name__}, expected an array like the input")
+    got, want = _describe(value), _describe(like)
+    for field_name, g, w in zip(("dtype", "shape", "device"), got, want):
+        if g != w:
+            raise ContractViolation(f"{what} has {field_name} {g}, expected {w} (the input's)")
+
+
+def _check_unchanged(before: dict, after: dict) -> None:
+    for name, original in before.items():
+        now = after[name].detach() if isinstance(after[name], torch.Tensor) else after[name]
+        if isinstance(now, torch.Tensor):
+            same = torch.allclose(now, original, rtol=0, atol=0, equal_nan=True)
+        else:
+            same = np.array_equal(now, original, equal_nan=True)
+        if not same:
+            raise ContractViolation(f"the implementation modified its input {name} in place")
 
 
 def _memory_view(case: Case, leaf: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,12 @@ def profile_name() -> str:
     return name
 
 
-def current_settings(max_examples: int | None = None) -> settings:
+def current_settings(max_examples: int | None = None, *, seeded: bool = False) -> settings:
+    """The profile's settings; ``seeded`` turns derandomization off for a run with an explicit
+    seed (which verify.battery.run_check applies)."""
     base = settings.get_profile(profile_name())
-    return settings(base, max_examples=max_examples) if max_examples else base
+    if max_examples:
+        base = settings(base, max_examples=max_examples)
+    if seeded:
+        base = settings(base, derandomize=False)
+    return base

@@ -73,6 +73,11 @@ def policy(dtype: str, group_size: int, magnitude: np.ndarray, kappa: np.ndarray
                   float(np.max(kappa)))
 
 
+def exact(dtype: str, shape: tuple[int, ...]) -> Policy:
+    """Zero tolerance: for results that must be bit-identical (or exact by construction)."""
+    return Policy(dtype, 1, 0.0, np.zeros(shape), np.zeros(shape), 1.0)
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Every comparison records its worst errors, where, and the tolerance used."""
@@ -108,7 +113,7 @@ def compare(quantity: str, actual, truth, tol: Policy) -> Comparison:
     t = np.where(np.isinf(a) & (np.abs(t) > DTYPE_MAX[tol.dtype]) & (np.sign(a) == np.sign(t)), a, t)
     atol = np.broadcast_to(tol.atol, t.shape)
     finite_truth = np.isfinite(t)
-    same_infinity = ~finite_truth & (a == t)
+    same_infinity = ~finite_truth & ((a == t) | (np.isnan(a) & np.isnan(t)))  # (NaN: comparing two runs)
     with np.errstate(invalid="ignore"):
         err = np.where(finite_truth, np.abs(a - t), np.where(same_infinity, 0.0, np.inf))
     err = np.where(np.isnan(err), np.inf, err)

@@ -1,0 +1,25 @@
+"""Loading a user's implementation by import path (``package.module:function``), never by exec."""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from derive.errors import NormSpecError
+
+
+def load(path: str, *, argument: str = "--impl") -> Callable:
+    """The callable named by ``package.module:attribute[.attribute]``."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise NormSpecError(f"{argument}={path!r}: expected 'package.module:function'")
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError as error:
+        raise NormSpecError(f"{argument}={path!r}: cannot import {module_name!r} ({error})") from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise NormSpecError(f"{argument}={path!r}: module {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise NormSpecError(f"{argument}={path!r}: {attribute!r} is not callable")
+    return target
