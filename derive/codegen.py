@@ -1,14 +1,25 @@
 """Code generation: the derived closed forms → reference/_generated/{numpy,torch}_kernels.py.
 
-Each family of ``derive.symbolic`` becomes two functions per dialect:
+Each family of ``derive.symbolic`` becomes three functions per dialect:
 
 - ``<family>_forward(x, [mean, var,] weight, [bias,] eps, [group_dims])``, printed from
-  the forward program, returning ``y`` and the statistics it computed, then ``rstd``;
-- ``<family>_backward(grad_out, x, [mean,] rstd, weight, [group_dims,] affine_dims)``,
-  printed from the derived closed forms, returning ``dx, dweight[, dbias]``.
+  the forward program, returning ``y``, the statistics it computed and ``rstd`` (torch:
+  and ``xhat``, which its autograd backward saves instead of recomputing it);
+- ``<family>_backward(grad_out, xhat, rstd, weight, [group_dims,] affine_dims)``,
+  printed from the derived closed forms, returning ``dx, dweight[, dbias]``;
+- ``<family>_vjp(grad_out, x, [mean, var,] weight, eps, [group_dims,] affine_dims)``:
+  the forward program up to ``xhat``, then the same closed forms; the pure
+  ``*_backward`` functions and torch's double backward (which differentiates it) use it.
 
 Inputs are already reshaped by the hand-written glue (``reference``): the group is
-``group_dims``, parameter gradients are summed over ``affine_dims`` (``derive.spec``).
+``group_dims``, parameter gradients are summed over ``affine_dims`` (``derive.spec``),
+and every array is in one compute dtype.
+
+Bodies are written by ``printers.print_statements``: per-element results finish in
+place, and ``_forward`` and ``_backward`` also write into arrays they created and no
+longer read (``reuse``); torch runs those two only with grad mode off (inside its
+``autograd.Function``). ``_vjp`` is differentiated by torch's double backward, so in
+the torch dialect it does not reuse arrays.
 
 Files are written only when their content changes; ``check`` reports stale files.
 Output is byte-identical across runs and ``PYTHONHASHSEED`` values.
@@ -48,46 +59,91 @@ def _plain(expr: sp.Expr) -> str:
     return text.replace("GroupMean", "mean").replace("AffineSum", "sum")
 
 
-def _forward_returns(family: sym.Family) -> list[str]:
+def _forward_returns(family: sym.Family, dialect: printers.Dialect) -> list[str]:
+    """y, the statistics computed, rstd; and xhat where autograd saves it for the backward."""
     computed_stats = [n.target for n in family.program() if n.reduced] + [sym.rstd]
-    return _names([sym.y, *computed_stats])
+    return _names([sym.y, *computed_stats, *([sym.xhat] if dialect.recorded else [])])
+
+
+def _program_statements(family: sym.Family, *, upto_xhat: bool = False) -> list[tuple[str, sp.Expr]]:
+    """The forward program as statements (a reduced node's value is its GroupMean)."""
+    nodes = [n for n in family.program() if not (upto_xhat and n.target == sym.y)]
+    return [(printers.CODE_NAMES[n.target], sym.GroupMean(n.expr) if n.reduced else n.expr) for n in nodes]
 
 
 def _forward_source(family: sym.Family, dialect: printers.Dialect) -> str:
-    program = family.program()
     args = _names(family.inputs()) + (["group_dims"] if family.batch_statistics else [])
-    returns = _forward_returns(family)
-    statements = [(printers.CODE_NAMES[n.target], sym.GroupMean(n.expr) if n.reduced else n.expr)
-                  for n in program]
+    returns = _forward_returns(family, dialect)
     doc = "Forward of the {name} family: returns {returns}.".format(name=family.name, returns=", ".join(returns))
     return (
         f"def {family.name}_forward({', '.join(args)}):\n"
         f'    """{doc}"""\n'
-        + printers.print_statements(statements, dialect)
+        + printers.print_statements(_program_statements(family), dialect, returns=tuple(returns), reuse=True)
         + f"    return {', '.join(returns)}\n"
     )
 
 
-def _backward_source(family: sym.Family, dialect: printers.Dialect) -> str:
-    forms = sym.derive(family)
-    saved = ([sym.mu] if family.centered and family.batch_statistics else []) + [sym.rstd]
-    if not family.batch_statistics:
-        saved = [sym.mu, sym.rstd]
-    args = ["grad_out", "x", *_names(saved), "weight"]
-    args += (["group_dims"] if family.batch_statistics else []) + ["affine_dims"]
-    # Recompute the per-element values the closed forms use (xc, xhat) from the program.
-    prelude = [(printers.CODE_NAMES[n.target], n.expr) for n in forms.forward
-               if n.target in (sym.xc, sym.xhat)]
-    outputs = forms.outputs()
-    doc_lines = [f"{name} = {_plain(expr)}" for name, expr in outputs.items()]
+# What the closed forms may read besides grad_out and weight: the saved normalized input
+# and the group's rstd. Anything else in a derived form is a codegen error, not an argument.
+_SAVED = (sym.xhat, sym.rstd)
+
+
+def _gradient_args(family: sym.Family) -> list[str]:
+    return (["group_dims"] if family.batch_statistics else []) + ["affine_dims"]
+
+
+def _backward_doc(family: sym.Family, forms: sym.ClosedForms, first_line: str) -> str:
+    doc_lines = [f"{name} = {_plain(expr)}" for name, expr in forms.outputs().items()]
     doc_lines.append(f"(dx = direct {_plain(forms.dx_direct)} + through the statistics "
                      f"{_plain(forms.dx_through_statistics)})")
-    doc = "\n".join([f"Backward of the {family.name} family, derived for a general group size:", "",
-                       *(f"    {line}" for line in doc_lines)])
+    return "\n".join([first_line, "", *(f"    {line}" for line in doc_lines)])
+
+
+def _gradient_statements(outputs: dict[str, sp.Expr]) -> list[tuple[str, sp.Expr]]:
+    """The closed forms as statements, dx last: the parameter gradients only reduce, so
+    the per-element dx may then take over an array only it still reads (xhat)."""
+    statements = printers.straight_line(outputs)
+    return [s for s in statements if s[0] != "dx"] + [s for s in statements if s[0] == "dx"]
+
+
+def _backward_source(family: sym.Family, dialect: printers.Dialect) -> str:
+    """The closed forms from the forward's saved xhat and rstd (no recomputation)."""
+    forms = sym.derive(family)
+    outputs = forms.outputs()
+    used = set().union(*(expr.free_symbols for expr in outputs.values()))
+    unexpected = used - {sym.g, sym.gamma, *_SAVED}
+    if unexpected:
+        raise printers.UnsupportedNode(f"{family.name} closed forms read {sorted(map(str, unexpected))}, "
+                                       f"expected only grad_out, weight, xhat and rstd")
+    args = ["grad_out", *_names(_SAVED), "weight", *_gradient_args(family)]
+    doc = _backward_doc(family, forms, f"Backward of the {family.name} family, derived for a general group "
+                                       f"size, from the forward's xhat and rstd:")
     return (
         f"def {family.name}_backward({', '.join(args)}):\n"
         f'    """{doc}\n    """\n'
-        + printers.print_statements(prelude + printers.straight_line(outputs), dialect)
+        + printers.print_statements(_gradient_statements(outputs), dialect, returns=tuple(outputs), reuse=True)
+        + f"    return {', '.join(outputs)}\n"
+    )
+
+
+def _vjp_source(family: sym.Family, dialect: printers.Dialect) -> str:
+    """The forward program up to xhat (statistics recomputed from x), then the closed forms.
+
+    Differentiable in a dialect whose library records operations (torch): it is what a
+    double backward differentiates, so it never takes over an array in place.
+    """
+    forms = sym.derive(family)
+    outputs = forms.outputs()
+    given = _names(family.inputs()[1:-1])  # [mean, var,] weight[, bias]
+    args = ["grad_out", "x", *[n for n in given if n != "bias"], "eps", *_gradient_args(family)]
+    doc = (f"dx, dweight{', dbias' if 'dbias' in outputs else ''} of the {family.name} family from x "
+           f"(the statistics recomputed as in {family.name}_forward), by the closed forms of "
+           f"{family.name}_backward.")
+    statements = _program_statements(family, upto_xhat=True) + _gradient_statements(outputs)
+    return (
+        f"def {family.name}_vjp({', '.join(args)}):\n"
+        f'    """{doc}"""\n'
+        + printers.print_statements(statements, dialect, returns=tuple(outputs), reuse=not dialect.recorded)
         + f"    return {', '.join(outputs)}\n"
     )
 
@@ -101,18 +157,21 @@ def module_source(dialect: printers.Dialect) -> str:
         f"Inputs are reshaped by reference (see derive.spec.Layout): the group is group_dims,\n"
         f"parameter gradients are summed over affine_dims. In the docstrings mean(.) is the\n"
         f'mean over the group and sum(.) the sum over affine_dims.\n"""\n'
-        f"import {dialect.module}\n"
+        + "".join(f"import {module}\n" for module in (*dialect.imports, dialect.module))
     )
-    bodies = [src(family, dialect) for family in sym.FAMILIES for src in (_forward_source, _backward_source)]
-    return header + "".join("\n\n" + body for body in bodies) + "\n\n" + _returns_table()
+    sources = (_forward_source, _backward_source, _vjp_source)
+    bodies = [dialect.runtime.lstrip("\n")] if dialect.runtime else []
+    bodies += [src(family, dialect) for family in sym.FAMILIES for src in sources]
+    return header + "".join("\n\n" + body for body in bodies) + "\n\n" + _returns_table(dialect)
 
 
-def _returns_table() -> str:
+def _returns_table(dialect: printers.Dialect) -> str:
     """RETURNS: the names of each kernel's results, so the glue can call kernels generically."""
     rows = []
     for family in sym.FAMILIES:
-        rows.append((f"{family.name}_forward", _forward_returns(family)))
+        rows.append((f"{family.name}_forward", _forward_returns(family, dialect)))
         rows.append((f"{family.name}_backward", list(sym.derive(family).outputs())))
+        rows.append((f"{family.name}_vjp", list(sym.derive(family).outputs())))
     body = "".join(f"    {name!r}: {tuple(names)!r},\n" for name, names in rows)
     return "# The names of each kernel's results, in order.\nRETURNS = {\n" + body + "}\n"
 

@@ -25,9 +25,12 @@ class Backend(Protocol):
     def machine_eps(self, array: Any) -> float:
         """rms_norm's eps=None: torch.finfo(compute dtype).eps (float32's for 16-bit inputs, as torch)."""
 
-    def compute(self, array: Any) -> Any:
-        """``array`` in the compute dtype: float32 for 16-bit inputs (as torch's kernels
-        accumulate), the input's own dtype otherwise."""
+    def compute_dtype(self, arrays: list[Any]) -> Any:
+        """The dtype the kernels compute in: the promotion of ``arrays``' dtypes, float32
+        where that is a 16-bit type (as torch's kernels accumulate)."""
+
+    def to_dtype(self, array: Any, dtype: Any) -> Any:
+        """``array`` in ``dtype`` (itself when it already is)."""
 
     def cast(self, array: Any, like: Any) -> Any:
         """``array`` in ``like``'s dtype."""
@@ -167,23 +170,29 @@ def call_kernel(kernels, name: str, values: dict[str, Any]) -> dict[str, Any]:
     return dict(zip(kernels.RETURNS[name], function(*arguments)))
 
 
-def kernel_inputs(plan: Plan, backend: Backend) -> dict[str, Any]:
-    """The generated kernels' inputs for ``plan``, in the compute dtype, reshaped to its layout.
+def kernel_inputs(plan: Plan, backend: Backend, grad_out: Any = None) -> dict[str, Any]:
+    """The generated kernels' inputs for ``plan``, reshaped to its layout.
 
-    A missing weight or bias is the scalar 1 or 0.
+    Every array is in one compute dtype (see :meth:`Backend.compute_dtype`): the kernels
+    finish per-element results in place, which must not round an operand of a wider
+    dtype down. A missing weight or bias is the scalar 1 or 0.
     """
-    compute, layout = backend.compute, plan.layout
+    layout = plan.layout
+    given = {"weight": plan.weight, "bias": plan.bias, "mean": plan.given_mean, "var": plan.given_var,
+             "grad_out": grad_out}
+    present = {name: array for name, array in given.items() if array is not None}
+    dtype = backend.compute_dtype([plan.x, *present.values()])
     values = {
-        "x": compute(plan.x).reshape(layout.work_shape),
-        "weight": 1.0 if plan.weight is None else compute(plan.weight).reshape(layout.param_shape),
-        "bias": 0.0 if plan.bias is None else compute(plan.bias).reshape(layout.param_shape),
+        "x": backend.to_dtype(plan.x, dtype).reshape(layout.work_shape),
+        "weight": 1.0,
+        "bias": 0.0,
         "eps": plan.eps,
         "group_dims": layout.group_dims,
         "affine_dims": layout.affine_dims,
     }
-    if plan.family == "given_stats":
-        values["mean"] = compute(plan.given_mean).reshape(layout.param_shape)
-        values["var"] = compute(plan.given_var).reshape(layout.param_shape)
+    for name, array in present.items():
+        shape = layout.work_shape if name == "grad_out" else layout.param_shape
+        values[name] = backend.to_dtype(array, dtype).reshape(shape)
     return values
 
 
@@ -204,10 +213,8 @@ def run_backward(backend: Backend, plan: Plan, grad_out: Any) -> tuple:
     backend.check_array(grad_out, "grad_out", like=plan.x)
     require(tuple(grad_out.shape) == tuple(plan.x.shape), "grad_out.shape", tuple(grad_out.shape),
             f"x.shape={tuple(plan.x.shape)}")
-    values = kernel_inputs(plan, backend)
-    values.update(call_kernel(backend.kernels, f"{plan.family}_forward", values))
-    values["grad_out"] = backend.compute(grad_out).reshape(plan.layout.work_shape)
-    grads = call_kernel(backend.kernels, f"{plan.family}_backward", values)
+    values = kernel_inputs(plan, backend, grad_out)
+    grads = call_kernel(backend.kernels, f"{plan.family}_vjp", values)
 
     def back(name: str, like: Any):
         if like is None or name not in grads:

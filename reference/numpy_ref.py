@@ -31,8 +31,12 @@ class _NumpyBackend:
     def machine_eps(self, array: np.ndarray) -> float:
         return float(np.finfo(np.float32 if array.dtype == np.float16 else array.dtype).eps)
 
-    def compute(self, array: np.ndarray) -> np.ndarray:
-        return array.astype(np.float32) if array.dtype == np.float16 else array
+    def compute_dtype(self, arrays: list[np.ndarray]) -> np.dtype:
+        dtype = np.result_type(*arrays)
+        return np.dtype(np.float32) if dtype == np.float16 else dtype
+
+    def to_dtype(self, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        return array.astype(dtype, copy=False)
 
     def cast(self, array: np.ndarray, like: np.ndarray) -> np.ndarray:
         return array.astype(like.dtype, copy=False)

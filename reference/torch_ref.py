@@ -10,7 +10,8 @@ Device-agnostic: nothing here names a device or leaves torch.
 differentiable through ``_Normalize``; each ``*_backward(grad_out, <same inputs>)``
 calls the generated backward directly, as in numpy_ref.
 
-The backward is itself differentiable: under ``create_graph=True`` it recomputes the
+The forward saves xhat, so a first-order backward only runs the closed forms. The
+backward is itself differentiable: under ``create_graph=True`` it recomputes the
 statistics from x with differentiable ops, so double backward is exact too.
 """
 from __future__ import annotations
@@ -41,8 +42,14 @@ class _TorchBackend:
     def machine_eps(self, array: Tensor) -> float:
         return float(torch.finfo(torch.float32 if array.dtype in _LOW_PRECISION else array.dtype).eps)
 
-    def compute(self, tensor: Tensor) -> Tensor:
-        return tensor.float() if tensor.dtype in _LOW_PRECISION else tensor
+    def compute_dtype(self, tensors: list[Tensor]) -> torch.dtype:
+        dtype = tensors[0].dtype
+        for tensor in tensors[1:]:
+            dtype = torch.promote_types(dtype, tensor.dtype)
+        return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+    def to_dtype(self, tensor: Tensor, dtype: torch.dtype) -> Tensor:
+        return tensor.to(dtype)
 
     def cast(self, tensor: Tensor, like: Tensor) -> Tensor:
         return tensor.to(like.dtype)
@@ -51,8 +58,19 @@ class _TorchBackend:
 _BACKEND = _TorchBackend()
 
 
+def _statistics(family: str) -> tuple[str, ...]:
+    """The statistics ``<family>_forward`` returns besides y and xhat (outputs of _Normalize)."""
+    return tuple(name for name in torch_kernels.RETURNS[f"{family}_forward"] if name not in ("y", "xhat"))
+
+
 class _Normalize(torch.autograd.Function):
-    """y and the statistics of one generated family; backward = the derived closed form."""
+    """y and the statistics of one generated family; backward = the derived closed form.
+
+    The forward saves xhat and rstd, so a first-order backward runs the closed forms
+    directly (``<family>_backward``). Under ``create_graph`` the backward instead runs
+    ``<family>_vjp``, which recomputes the statistics and xhat from x with recorded
+    operations, so that double backward differentiates through them exactly.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, given_mean, given_var, family, eps, group_dims, affine_dims):
@@ -61,25 +79,23 @@ class _Normalize(torch.autograd.Function):
         out = _plan.call_kernel(torch_kernels, f"{family}_forward", values)
         ctx.family, ctx.eps, ctx.dims = family, eps, (group_dims, affine_dims)
         ctx.has_weight = weight is not None
-        mean = out.get("mean", given_mean)
-        ctx.save_for_backward(x, weight if weight is not None else None,
-                              mean if mean is not None else None, out["rstd"], given_var)
-        stats = [out[name] for name in torch_kernels.RETURNS[f"{family}_forward"][1:]]
+        ctx.save_for_backward(x, weight, out["xhat"], out["rstd"], given_mean, given_var)
+        stats = [out[name] for name in _statistics(family)]
         ctx.mark_non_differentiable(*stats)
         return (out["y"], *stats)
 
     @staticmethod
     def backward(ctx, grad_y, *_grad_stats):
-        x, weight, mean, rstd, given_var = ctx.saved_tensors
+        x, weight, xhat, rstd, given_mean, given_var = ctx.saved_tensors
         group_dims, affine_dims = ctx.dims
-        values = {"grad_out": grad_y, "x": x, "weight": weight if ctx.has_weight else 1.0,
-                  "mean": mean, "rstd": rstd, "group_dims": group_dims, "affine_dims": affine_dims}
-        if torch.is_grad_enabled() and ctx.family != "given_stats":
-            # create_graph: statistics recomputed from x so that they carry their own graph.
-            recomputed = _plan.call_kernel(torch_kernels, f"{ctx.family}_forward",
-                                           {**values, "bias": 0.0, "eps": ctx.eps})
-            values.update(mean=recomputed.get("mean"), rstd=recomputed["rstd"])
-        grads = _plan.call_kernel(torch_kernels, f"{ctx.family}_backward", values)
+        values = {"grad_out": grad_y, "weight": weight if ctx.has_weight else 1.0,
+                  "group_dims": group_dims, "affine_dims": affine_dims}
+        if torch.is_grad_enabled():  # create_graph: recompute from x, recorded
+            values.update(x=x, mean=given_mean, var=given_var, eps=ctx.eps)
+            grads = _plan.call_kernel(torch_kernels, f"{ctx.family}_vjp", values)
+        else:
+            values.update(xhat=xhat, rstd=rstd)
+            grads = _plan.call_kernel(torch_kernels, f"{ctx.family}_backward", values)
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         return (grads["dx"] if need_x else None,
                 grads["dweight"] if need_weight else None,
@@ -94,8 +110,7 @@ def _forward(plan: _plan.Plan) -> Tensor:
                                  None if plan.bias is None else values["bias"], values.get("mean"),
                                  values.get("var"), plan.family, plan.eps, layout.group_dims, layout.affine_dims)
     with torch.no_grad():
-        names = torch_kernels.RETURNS[f"{plan.family}_forward"][1:]
-        _plan.update_running(plan, dict(zip(names, stats)))
+        _plan.update_running(plan, dict(zip(_statistics(plan.family), stats)))
     return _BACKEND.cast(y.reshape(plan.x.shape), plan.x)
 
 

@@ -75,3 +75,31 @@ def test_reductions_are_lifted_into_temporaries():
     reductions = [name for name, value in statements if isinstance(value, sym.GroupMean)]
     assert len(reductions) == 2
     assert not any(value.has(sym.GroupMean) for name, value in statements if name not in reductions)
+
+
+@pytest.mark.parametrize("dialect", [printers.NUMPY, printers.TORCH], ids=["numpy", "torch"])
+def test_in_place_writes_never_touch_kernel_inputs(dialect):
+    """Augmented assignments and out= only write arrays the kernel created itself."""
+    tree = ast.parse(codegen.module_source(dialect))
+    for function in (node for node in tree.body if isinstance(node, ast.FunctionDef)):
+        inputs = {a.arg for a in function.args.args}
+        written = [node.target.id for node in ast.walk(function) if isinstance(node, ast.AugAssign)]
+        written += [k.value.id for node in ast.walk(function) if isinstance(node, ast.Call)
+                    for k in node.keywords if k.arg == "out"]
+        aliases = {t.id: node.value.id for node in ast.walk(function) if isinstance(node, ast.Assign)
+                   and isinstance(node.value, ast.Name) for t in node.targets}
+        for name in written:
+            while name in aliases:
+                name = aliases[name]
+            assert name not in inputs, f"{function.name} writes its input {name} in place"
+
+
+def test_recorded_code_never_reuses_arrays():
+    """torch's vjp runs under autograd (double backward): no take-over and no out=."""
+    source = codegen.module_source(printers.TORCH)
+    for function in (node for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)):
+        if function.name.endswith("_vjp"):
+            assert "out=" not in ast.unparse(function)
+            assert not [node for node in ast.walk(function)
+                        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Name)
+                        and node.value.id != "x"], function.name  # rms: xc = x is the program's own alias
