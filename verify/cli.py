@@ -8,6 +8,7 @@
                                the battery on your implementation; exit 0 only if every check passes
     normspec repro CASE.npz    re-run one saved failing case
     normspec list              the variants and the checks
+    normspec docs [--check]    regenerate (or check) the spec documentation
     normspec all               the main job: freshness, proofs, quick comparison, battery, summary
 """
 from __future__ import annotations
@@ -219,6 +220,12 @@ def cmd_repro(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from derive import docs
+
+    return docs.run(check=args.check, with_battery=args.with_battery)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from derive.spec import VARIANTS
     from verify.checks import CHECKS
@@ -314,6 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     repro.set_defaults(run=cmd_repro)
     listing = sub.add_parser("list", help="list the variants and the checks")
     listing.set_defaults(run=cmd_list)
+    docs = sub.add_parser("docs", help="regenerate the spec documentation (docs/spec, docs/site)")
+    docs.add_argument("--check", action="store_true", help="exit 1, naming the file, if the docs are stale")
+    docs.add_argument("--with-battery", action="store_true",
+                      help="also run the battery and refresh docs/verification.json and its picture")
+    docs.set_defaults(run=cmd_docs)
     everything = sub.add_parser("all", help="freshness, proofs, quick comparison, summary table")
     everything.add_argument("--max-n", type=_positive_int, default=8, help="largest N proved (default 8)")
     everything.set_defaults(run=cmd_all)

@@ -1,0 +1,214 @@
+"""The spec docs are fresh, render (every formula parses, the HTML is MathML), have every
+section, state the derivation hash, and their Jacobian is the derivative of the forward."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from derive import codegen, docs, latex, spec, symbolic as sym
+
+# The sections issue 5 asks of every variant page, in its words.
+REQUIRED_VARIANT_SECTIONS = (
+    "Shapes and axes",
+    "Forward",
+    "Statistics",
+    "Jacobian: direct path and path through the batch statistics",
+    "Backward (VJP)",
+    "Invariants",
+    "Running statistics and eval mode",
+    "Corrections",
+    "Checks of the battery",
+)
+
+
+@pytest.fixture(scope="module")
+def files() -> dict:
+    return {f.path: f.content for f in docs.generated_files()}
+
+
+def _pages(files: dict, suffix: str) -> dict[str, str]:
+    return {path.stem: content for path, content in files.items() if path.suffix == suffix}
+
+
+def test_docs_are_fresh(capsys):
+    assert docs.run(check=True) == 0, capsys.readouterr().out
+
+
+def test_check_names_stale_and_stray_files(tmp_path, monkeypatch, capsys, files):
+    moved = {path: tmp_path / path.relative_to(docs.DOCS_DIR) for path in files}
+    cached = [docs.BinaryFile(moved[p], c) if isinstance(c, bytes) else codegen.GeneratedFile(moved[p], c)
+              for p, c in files.items()]
+    monkeypatch.setattr(docs, "generated_files", lambda records=None: list(cached))
+    monkeypatch.setattr(docs, "SPEC_DIR", tmp_path / "spec")
+    monkeypatch.setattr(docs, "SITE_DIR", tmp_path / "site")
+    assert docs.run() == 0
+    assert docs.run(check=True) == 0
+    (tmp_path / "spec" / "layer_norm.md").write_text("edited by hand\n")
+    (tmp_path / "spec" / "img" / "jacobian_centered.png").write_bytes(b"not a png")
+    (tmp_path / "site" / "old_page.html").write_text("<p>left over</p>\n")
+    capsys.readouterr()
+    assert docs.run(check=True) == 1
+    out = capsys.readouterr().out
+    assert "stale: " in out and "layer_norm.md" in out and "jacobian_centered.png" in out
+    assert "not generated: " in out and "old_page.html" in out
+
+
+def test_write_touches_only_changed_files(tmp_path):
+    files = [docs.BinaryFile(tmp_path / "a.png", b"\x89PNG"), codegen.GeneratedFile(tmp_path / "a.md", "# a\n")]
+    assert sorted(docs.write(files)) == sorted(f.path for f in files)
+    assert docs.write(files) == []
+
+
+def test_every_formula_parses(files):
+    for name, text in _pages(files, ".md").items():
+        found = latex.formulas(text)
+        assert len(found) > 10, f"{name}.md: only {len(found)} formulas"
+        for kind, tex in found:
+            assert tex.count("{") == tex.count("}"), f"{name}.md: unbalanced braces in {tex!r}"
+            mathml = latex.to_mathml(tex, display=kind == "display")  # raises on an unconverted command
+            assert mathml.startswith("<math"), (name, tex)
+
+
+def test_html_is_mathml_with_no_tex_left(files):
+    pages = _pages(files, ".html")
+    assert set(pages) == {"index", *spec.VARIANTS}
+    for name, html in pages.items():
+        assert html.count("<math") > 10, f"{name}.html has no MathML"
+        assert "$" not in html, f"{name}.html has a $ math delimiter left"
+        assert "\\" not in html, f"{name}.html has TeX left: {html[html.index(chr(92)) - 80:][:160]!r}"
+        assert "```" not in html
+        assert "http://" not in html.replace('xmlns="http://www.w3.org/1998/Math/MathML"', "")
+        assert "https://" not in html and "<script" not in html, f"{name}.html reaches for the network"
+        for target in re.findall(r'(?:src|href)="([^"#]+)', html):
+            assert (docs.SITE_DIR / target).resolve().exists() or target.endswith(".py"), (name, target)
+
+
+def test_every_variant_page_has_every_section(files):
+    pages = _pages(files, ".md")
+    for variant in spec.VARIANTS:
+        headings = re.findall(r"^## (.+)$", pages[variant], re.MULTILINE)
+        missing = [s for s in REQUIRED_VARIANT_SECTIONS if s not in headings]
+        assert not missing, f"{variant}.md lacks {missing}"
+        assert any(h.startswith("Known deviations") for h in headings)
+    index_headings = re.findall(r"^## (.+)$", pages["index"], re.MULTILINE)
+    for required in ("Variants", "Cross-variant identities", "Conventions across frameworks", "Corrections"):
+        assert required in index_headings
+
+
+def test_pages_state_the_derivation_hash(files):
+    expected = codegen.derivation_hash()
+    for path, content in files.items():
+        if path.suffix in (".md", ".html"):
+            stated = re.findall(r'derivation-hash(?: `| <code>|" content=")([0-9a-f]{16})', content)
+            assert stated and set(stated) == {expected}, (path, stated)
+    generated = (codegen.GENERATED_DIR / "numpy_kernels.py").read_text()
+    assert f"derivation-hash: {expected}" in generated
+
+
+def test_pngs_are_pngs(files):
+    images = {p.name: c for p, c in files.items() if p.suffix == ".png"}
+    assert {"jacobian_centered.png", "jacobian_rms.png", "second_moment.png"} <= set(images)
+    assert all(c.startswith(b"\x89PNG\r\n\x1a\n") for c in images.values())
+
+
+def test_generation_is_byte_identical_across_hash_seeds(files):
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(str(path).encode() + (files[path] if isinstance(files[path], bytes) else files[path].encode()))
+    code = ("import hashlib; from derive import docs; d = hashlib.sha256(); "
+            "fs = {f.path: f.content for f in docs.generated_files()}; "
+            "b = {p: c if isinstance(c, bytes) else c.encode() for p, c in fs.items()}; "
+            "[d.update(str(p).encode() + b[p]) for p in sorted(b)]; print(d.hexdigest())")
+    env = {**os.environ, "PYTHONHASHSEED": "4242"}
+    other = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True)
+    assert other.stdout.strip() == digest.hexdigest()
+
+
+# --- the mathematics the pages print ---------------------------------------------------------
+
+@pytest.mark.parametrize("family", [sym.CENTERED, sym.RMS], ids=lambda f: f.name)
+def test_jacobian_read_off_the_vjp_is_the_brute_force_derivative(family):
+    """At N = 3, in exact arithmetic: d xhat_i / d x_j of the plain definition = the printed entry."""
+    n = 3
+    xs = sp.symbols(f"x_1:{n + 1}", real=True)
+    s = sp.Symbol("s", positive=True)  # sqrt(var + eps)
+    mean = sp.Add(*xs) / n if family.centered else sp.Integer(0)
+    var = sp.Add(*[(x - mean) ** 2 for x in xs]) / n
+    xhat = [(x - mean) / sp.sqrt(var + sym.eps) for x in xs]
+    entry = docs.jacobian(family).total
+    for i in range(n):
+        for j in range(n):
+            brute = sp.diff(xhat[i], xs[j]).subs(sym.eps, s**2 - var)
+            derived = entry.subs({docs._element(sym.xhat, docs.I): (xs[i] - mean) / s,
+                                  docs._element(sym.xhat, docs.J): (xs[j] - mean) / s,
+                                  sym.rstd: 1 / s, docs.N: n, docs.DELTA: int(i == j)})
+            assert sp.cancel(brute - derived) == 0, (family.name, i, j)
+
+
+@pytest.mark.parametrize("family", [sym.CENTERED, sym.RMS], ids=lambda f: f.name)
+def test_jacobian_picture_matches_finite_differences(family):
+    x, eps = docs.jacobian_sample(family)
+    matrices = docs.jacobian_matrices(family, x, eps)
+
+    def xhat(v):
+        m = v.mean() if family.centered else 0.0
+        return (v - m) / np.sqrt(((v - m) ** 2).mean() + eps)
+
+    step = 1e-6
+    numeric = np.stack([(xhat(x + step * e) - xhat(x - step * e)) / (2 * step) for e in np.eye(len(x))], axis=1)
+    np.testing.assert_allclose(matrices["sum"], numeric, atol=1e-8)
+    np.testing.assert_allclose(matrices["direct"] + matrices["batch"], matrices["sum"], atol=1e-14)
+    assert np.count_nonzero(matrices["direct"] - np.diag(np.diag(matrices["direct"]))) == 0
+
+
+def test_invariants_are_the_known_identities():
+    fact, written_out = docs.second_moment(sym.CENTERED)
+    assert sp.simplify(written_out - sym.var / (sym.var + sym.eps)) == 0
+    assert docs.identity_recovery(sym.CENTERED, sp.sqrt(sym.var + sym.eps)) == 0
+    assert docs.identity_recovery(sym.CENTERED, sym.var) != 0
+    assert docs.identity_recovery(sym.RMS, sp.sqrt(sym.var + sym.eps)) == 0
+    assert docs.group_mean_of(sym.derive(sym.CENTERED).dx, sym.CENTERED) == 0
+
+
+def test_verification_report_is_drawn(tmp_path):
+    records = [{"implementation": impl, "variant": v, "dtype": d, "check": "forward", "status": status,
+                "max_abs": value}
+               for impl in ("numpy_ref", "torch_native") for v in spec.VARIANTS
+               for d, status, value in (("float64", "passed", 1e-16), ("float32", "failed", 3e-7),
+                                        ("bfloat16", "skipped", None))]
+    path = tmp_path / "verification.json"
+    path.write_text(json.dumps(records))
+    assert docs.read_verification(path) == records
+    assert docs.read_verification(tmp_path / "absent.json") is None
+    assert docs.battery_figure(records).startswith(b"\x89PNG")
+    page = docs.index_page(records)
+    assert "img/battery.png" in page and "| torch_native | 5 | 5 | 0 | 5 |" in page
+    table = docs.variant_page("layer_norm", records)
+    assert "| numpy_ref | float64 | — | 1.00e-16 | 1 | 0 | 0 | 0 |" in table
+    assert "| numpy_ref | float32 | — | — | 0 | 1 | 0 | 0 |" in table  # a failure's error is no max
+    with_ratio = [dict(r, worst_ratio=0.25) for r in records]
+    assert docs.battery_summary(with_ratio)[("torch_native", "rms_norm", "float64")]["worst_ratio"] == 0.25
+    assert docs.battery_figure(with_ratio).startswith(b"\x89PNG")
+    path.write_text(json.dumps([{"implementation": "x"}]))
+    with pytest.raises(ValueError, match="lacks"):
+        docs.read_verification(path)
+
+
+def test_readme_links_the_spec():
+    readme = (codegen.ROOT / "README.md").read_text()
+    assert "docs/spec/index.md" in readme
+
+
+def test_unknown_check_names_fail_generation():
+    statement = dataclasses.replace(docs.Statement("t", "p"), checks=("no_such_check",))
+    with pytest.raises(KeyError, match="no_such_check"):
+        docs.render(statement, "layer_norm")
