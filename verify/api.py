@@ -25,7 +25,7 @@ from derive.spec import require
 from verify import battery as bat
 from verify.case import DTYPES, Case
 from verify.checks import CHECKS
-from verify.implementation import Implementation
+from verify.implementation import CallTimeout, Implementation, time_limit
 from verify.loading import load
 from verify.report import Report
 
@@ -47,7 +47,7 @@ def check(impl: Callable | str, variant: str = "layer_norm", *, backward: Callab
         reproduction files (one ``.npz`` per failing check, replayed by ``normspec repro``).
     """
     implementation = build(impl, variant, backward=backward, device=device, array=array, name=name,
-                           timeout=timeout)
+                           timeout=timeout, isolate=isolate)
     dtypes = _validated(dtypes, DTYPES, "dtypes")
     checks = _validated(checks, tuple(CHECKS), "checks")
     expected = read_expected(expected_failures)
@@ -72,8 +72,13 @@ def check(impl: Callable | str, variant: str = "layer_norm", *, backward: Callab
 
 
 def build(impl: Callable | str, variant: str, *, backward: Callable | str | None = None, device: str = "cpu",
-          array: str | None = None, name: str | None = None, timeout: float | None = None) -> Implementation:
-    """An :class:`Implementation` of one variant from a callable or an import path."""
+          array: str | None = None, name: str | None = None, timeout: float | None = None,
+          isolate: bool = False) -> Implementation:
+    """An :class:`Implementation` of one variant from a callable or an import path.
+
+    The array kind and differentiability are probed by calling ``impl`` on a small case,
+    under the time limit, and in a worker process when ``isolate`` (a probe may crash).
+    """
     require(variant in VARIANTS, "variant", variant, f"one of {', '.join(VARIANTS)}")
     require(array in (None, "torch", "numpy"), "array", array, "'torch', 'numpy' or None (detect)")
     source = {}
@@ -85,8 +90,7 @@ def build(impl: Callable | str, variant: str, *, backward: Callable | str | None
         backward = load(backward, argument="backward")
     require(callable(impl), "impl", impl, "a callable or 'package.module:function'")
     require(backward is None or callable(backward), "backward", backward, "a callable or an import path")
-    array = array or detect_array(impl, variant)
-    differentiable = array == "torch" and is_differentiable(impl, variant)
+    array, differentiable = probe(impl, variant, array, timeout=timeout, isolate=isolate)
     gradients = "autograd" if differentiable else ("backward" if backward else None)
     if gradients == "autograd" and backward is not None:
         gradients = "backward"  # a supplied backward is what the user wants checked
@@ -94,6 +98,31 @@ def build(impl: Callable | str, variant: str, *, backward: Callable | str | None
     return Implementation(label, {variant: impl}, array=array, gradients=gradients,
                           backwards={variant: backward} if backward else {}, device=device, timeout=timeout,
                           source=source)
+
+
+def probe(impl: Callable, variant: str, array: str | None, *, timeout: float | None = None,
+          isolate: bool = False) -> tuple[str, bool]:
+    """(array kind, differentiable) of ``impl``; a probe that crashes or hangs decides 'torch',
+    not differentiable, and the checks then report what goes wrong."""
+    if isolate:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            try:
+                return pool.submit(_probe_here, impl, variant, array, timeout).result(timeout=(timeout or 60) * 3)
+            except Exception:  # noqa: BLE001 - the worker died or hung: decided by the checks
+                return array or "torch", False
+    return _probe_here(impl, variant, array, timeout)
+
+
+def _probe_here(impl: Callable, variant: str, array: str | None, timeout: float | None) -> tuple[str, bool]:
+    try:
+        with time_limit(timeout):
+            array = array or detect_array(impl, variant)
+            return array, array == "torch" and is_differentiable(impl, variant)
+    except CallTimeout:
+        return array or "torch", False
 
 
 def _probe_case(variant: str) -> Case:
@@ -109,6 +138,8 @@ def detect_array(impl: Callable, variant: str) -> str:
                         case.torch_tensor(arrays["bias"]))
         if isinstance(out, torch.Tensor):
             return "torch"
+    except CallTimeout:
+        raise
     except Exception:  # noqa: BLE001 - the probe decides between two kinds; errors show in the checks
         pass
     try:
@@ -126,6 +157,8 @@ def is_differentiable(impl: Callable, variant: str) -> bool:
     try:
         out = case.call(impl, x)
         return isinstance(out, torch.Tensor) and out.requires_grad
+    except CallTimeout:
+        raise
     except Exception:  # noqa: BLE001
         return False
 

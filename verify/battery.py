@@ -15,12 +15,12 @@ from typing import Callable, Iterable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
-from hypothesis.errors import Unsatisfiable
+from hypothesis.errors import Flaky, Unsatisfiable
 
 from verify import expected as expected_deviations
 from verify import strategies
 from verify.case import DTYPES, Case
-from verify.checks import CHECKS, Check
+from verify.checks import CHECKS, Check, effective_case
 from verify.implementation import Implementation
 from verify.profiles import current_settings
 from verify.tolerance import Comparison
@@ -56,7 +56,8 @@ class CheckReport:
         if self.case is None:
             return ""
         if self.implementation in BUILTIN or ":" in self.implementation:
-            return (f"normspec verify --impl {self.implementation} --check {self.check} "
+            variant = f" --variant {self.variant}" if ":" in self.implementation else ""
+            return (f"normspec verify --impl {self.implementation}{variant} --check {self.check} "
                     f"--case '{self.case.to_json()}'")
         return (f"verify.battery.replay(impl, {self.check!r}, verify.case.Case.from_json("
                 f"'{self.case.to_json()}'))")
@@ -64,6 +65,16 @@ class CheckReport:
 
 class CheckFailed(AssertionError):
     pass
+
+
+def _fatal_errors() -> tuple[type, ...]:
+    from verify.implementation import CallTimeout
+    from verify.isolation import ImplementationCrashed
+
+    return CallTimeout, ImplementationCrashed
+
+
+FATAL = _fatal_errors()
 
 
 def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
@@ -81,12 +92,15 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     @hypothesis_settings or current_settings(seeded=seed is not None)
     @given(strategies.cases(variant, dtype, **check.case_options))
     def search(case: Case) -> None:
+        if state.get("fatal"):  # a hang or a crash: shrinking would repeat it for every example
+            raise CheckFailed(state["message"])
         report.examples += 1
+        effective_case.set(None)
         try:
             comparisons = check.run(impl, case)
         except Exception as error:  # the implementation (or the case) raised: a failure, reported
-            state.update(case=case, message=f"raised {type(error).__name__}: {error}",
-                         trace=traceback.format_exc(limit=-3))
+            state.update(case=effective_case.get() or case, message=f"raised {type(error).__name__}: {error}",
+                         trace=traceback.format_exc(limit=-3), fatal=isinstance(error, FATAL))
             raise CheckFailed(state["message"]) from error
         for comparison in comparisons:
             report.max_ulp = max(report.max_ulp, comparison.max_ulp)
@@ -94,20 +108,20 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
                 report.worst = comparison
         bad = [c for c in comparisons if not c.ok]
         if bad:
-            state.update(case=case, message="; ".join(c.line() for c in bad), worst=bad[0])
+            state.update(case=effective_case.get() or case, message="; ".join(c.line() for c in bad), worst=bad[0])
             raise CheckFailed(state["message"])
 
     if seed is not None:
         search = hypothesis_seed(seed)(search)
     try:
         search()
-    except CheckFailed:
+    except (CheckFailed, Flaky):  # Flaky: a fatal failure replayed from the record, not re-run
         report.status, report.case, report.reason = FAILED, state.get("case"), state.get("message", "")
         report.worst = state.get("worst", report.worst)
     except Unsatisfiable as error:
         report.status, report.reason = SKIPPED, f"no valid case could be drawn: {error}"
     report.seconds = time.perf_counter() - start
-    deviation = expected_deviations.lookup(impl.name, report.id)
+    deviation = expected_deviations.lookup(impl.name, report.id, report.case)
     if report.id in expected:
         deviation = "listed in the expected failures"
     if deviation and report.status == FAILED:

@@ -8,6 +8,7 @@ may also adapt the drawn case (turn affine off, force a value family) before run
 from __future__ import annotations
 
 import dataclasses
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -59,6 +60,11 @@ class GroupView:
         return self.back(np.where(np.isfinite(k), k, 1.0))
 
 
+# The case a check actually ran (checks adapt the drawn case: affine off, constant values,
+# one sample...); the battery reports it as the minimal case, so that it replays as shown.
+effective_case: ContextVar[Case | None] = ContextVar("effective_case", default=None)
+
+
 @dataclass
 class Context:
     """A case with its arrays and float64 truth, and the tolerances derived from them."""
@@ -70,6 +76,8 @@ class Context:
 
     def __post_init__(self):
         self.view = GroupView(self.case)
+        if effective_case.get() is None:
+            effective_case.set(self.case)
 
     @classmethod
     def of(cls, case: Case) -> "Context":

@@ -117,8 +117,8 @@ def compare(quantity: str, actual, truth, tol: Policy) -> Comparison:
     with np.errstate(invalid="ignore"):
         err = np.where(finite_truth, np.abs(a - t), np.where(same_infinity, 0.0, np.inf))
     err = np.where(np.isnan(err), np.inf, err)
-    allowed = tol.rtol * np.abs(t) + atol
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        allowed = tol.rtol * np.abs(np.where(finite_truth, t, 0.0)) + atol
         ratio = np.where(err == 0, 0.0, err / allowed)
         rel = np.where(np.abs(t) > 0, err / np.abs(t), np.where(err == 0, 0.0, np.inf))
         scale = np.maximum(np.abs(t), np.broadcast_to(tol.magnitude, t.shape))

@@ -1,0 +1,161 @@
+"""The bug zoo: realistic wrong normalization layers, one bug each, to show what the
+battery catches and which check catches it.
+
+Every zoo function has the exact ``torch.nn.functional`` signature of its variant, is a
+few lines of torch built from the correct pieces in :mod:`tests.broken.impls` (16-bit
+inputs computed in float32 and cast back, any memory layout, torch-autograd
+differentiable unless the bug is in a hand-written ``torch.autograd.Function`` backward)
+and is correct except for the one bug its docstring names. The modules group them by
+family: ``forward_bugs``, ``precision_bugs``, ``layout_bugs``, ``edge_case_bugs``,
+``gradient_bugs``, ``running_stats_bugs``.
+
+``ZOO`` maps a name to a :class:`ZooEntry`: the variant, the ``module:function`` import
+path (what ``normspec verify --impl`` takes), the checks that legitimately catch the bug
+(at least one of them must fail), the dtypes worth running (``None``: all; a
+dtype-independent forward bug runs in float64 and float32, a backward or running-statistics
+bug, whose arithmetic is the same in every dtype, in float64 only: the suite stays fast)
+and the bug class. Nothing but the table is imported here, so loading the package stays cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    variant: str
+    impl: str  # "tests.bug_zoo.<module>:<function>"
+    catches: frozenset[str]
+    dtypes: tuple[str, ...] | None = None
+    bug_class: str = ""
+
+
+_WIDE = ("float64", "float32")  # a dtype-independent forward bug: the two tolerances that see it
+_F64 = ("float64",)  # a backward or running-statistics bug: its arithmetic is the same in every dtype
+
+
+def _entry(variant: str, path: str, catches: set[str], bug_class: str,
+           dtypes: tuple[str, ...] | None = _WIDE) -> ZooEntry:
+    return ZooEntry(variant, f"tests.bug_zoo.{path}", frozenset(catches), dtypes, bug_class)
+
+
+ZOO: dict[str, ZooEntry] = {
+    # --- forward -------------------------------------------------------------------------------
+    "layer_norm_unbiased_var": _entry(
+        "layer_norm", "forward_bugs:layer_norm_unbiased_var",
+        # N = 1 divides 0 by 0: every check that draws a one-element group sees NaN
+        {"forward", "backward", "mpmath", "second_moment", "identity_recovery", "gradient_xhat", "constant_group",
+         "mean_zero", "shift_invariance", "scale_invariance", "bias_cancels", "gradient_sum", "finite_differences"},
+        "unbiased variance (N - 1) in the normalization"),
+    "layer_norm_eps_outside_sqrt": _entry(
+        "layer_norm", "forward_bugs:layer_norm_eps_outside_sqrt",
+        {"forward", "backward", "mpmath", "second_moment", "scale_invariance", "identity_recovery", "constant_group",
+         "finite_differences", "gradient_sum", "gradient_xhat"},
+        "eps outside the square root: sqrt(var) + eps"),
+    "group_norm_hard_coded_eps": _entry(
+        "group_norm", "forward_bugs:group_norm_hard_coded_eps",
+        {"forward", "backward", "mpmath", "second_moment", "scale_invariance", "identity_recovery", "gradient_xhat"},
+        "hard-coded eps (ignores the eps argument, uses 1e-5)"),
+    "layer_norm_bias_before_scale": _entry(
+        "layer_norm", "forward_bugs:layer_norm_bias_before_scale",
+        {"forward", "backward", "mpmath", "identity_recovery", "constant_group"},
+        "bias applied before scaling: (xhat + beta) * gamma"),
+    "rms_norm_centered": _entry(
+        "rms_norm", "forward_bugs:rms_norm_centered",
+        {"forward", "backward", "mpmath", "second_moment", "identity_recovery", "gradient_xhat"},
+        "wrong variant: RMSNorm subtracts the mean"),
+    # --- precision -----------------------------------------------------------------------------
+    "layer_norm_one_pass_var": _entry(
+        "layer_norm", "precision_bugs:layer_norm_one_pass_var",
+        {"forward", "backward", "second_moment", "shift_invariance", "bias_cancels", "gradient_sum", "gradient_xhat"},
+        "variance as E[x^2] - E[x]^2 in float32 (cancellation on large offsets)", ("float32",)),
+    "layer_norm_fp16_accumulation": _entry(
+        "layer_norm", "precision_bugs:layer_norm_fp16_accumulation",
+        {"forward", "backward", "mean_zero", "second_moment", "shift_invariance", "bias_cancels", "scale_invariance",
+         "identity_recovery", "constant_group", "gradient_sum", "gradient_xhat"},
+        "float16 accumulation of the statistics", ("float16",)),
+    "rms_norm_no_upcast": _entry(
+        "rms_norm", "precision_bugs:rms_norm_no_upcast",
+        {"forward", "backward", "second_moment", "scale_invariance", "identity_recovery", "gradient_xhat"},
+        "statistics in the 16-bit storage dtype (sum of squares overflows float16)", ("float16",)),
+    # --- layout --------------------------------------------------------------------------------
+    "layer_norm_last_dim_only": _entry(
+        "layer_norm", "layout_bugs:layer_norm_last_dim_only",
+        {"forward", "backward", "mpmath", "mean_zero", "second_moment", "bias_cancels", "identity_recovery",
+         "gradient_xhat"},
+        "layer_norm over the wrong dims (always only the last)"),
+    "group_norm_strided_groups": _entry(
+        "group_norm", "layout_bugs:group_norm_strided_groups",
+        {"forward", "backward", "mpmath", "mean_zero", "second_moment", "bias_cancels", "identity_recovery",
+         "constant_group", "gradient_sum", "gradient_xhat"},
+        "group_norm groups channels strided (c % G), not contiguously"),
+    "instance_norm_batch_stats": _entry(
+        "instance_norm", "layout_bugs:instance_norm_batch_stats",
+        {"forward", "backward", "mpmath", "mean_zero", "second_moment", "bias_cancels", "constant_group",
+         "gradient_sum", "gradient_xhat", "per_sample_independence"},
+        "instance_norm computes batch statistics"),
+    "group_norm_assumes_contiguous": _entry(
+        "group_norm", "layout_bugs:group_norm_assumes_contiguous",
+        {"forward", "backward", "mpmath", "mean_zero", "second_moment", "shift_invariance", "bias_cancels",
+         "scale_invariance", "identity_recovery", "constant_group", "gradient_sum", "gradient_xhat",
+         "per_sample_independence"},
+        "wrong only for non-contiguous inputs (as_strided with contiguous strides)"),
+    # --- edge cases ----------------------------------------------------------------------------
+    "layer_norm_single_element_passthrough": _entry(
+        "layer_norm", "edge_case_bugs:layer_norm_single_element_passthrough",
+        {"forward", "backward", "mpmath", "mean_zero", "second_moment", "constant_group", "identity_recovery",
+         "shift_invariance", "scale_invariance", "bias_cancels", "gradient_sum", "gradient_xhat"},
+        "wrong only for N = 1 groups (passes x through instead of beta)"),
+    "group_norm_constant_group_nan": _entry(
+        "group_norm", "edge_case_bugs:group_norm_constant_group_nan",
+        {"forward", "backward", "mpmath", "finite_differences", "constant_group", "mean_zero", "second_moment",
+         "shift_invariance", "scale_invariance", "bias_cancels", "gradient_sum", "gradient_xhat",
+         "per_sample_independence"},
+        "constant group gives NaN (rsqrt(var) * sqrt(var / (var + eps)) at var = 0)"),
+    # --- gradients -----------------------------------------------------------------------------
+    "layer_norm_no_mean_xhat_term": _entry(
+        "layer_norm", "gradient_bugs:layer_norm_no_mean_xhat_term",
+        {"backward", "finite_differences", "mpmath", "gradient_xhat"},
+        "dx misses the through-the-batch term mean(h * xhat)", _F64),
+    "group_norm_no_mean_h_term": _entry(
+        "group_norm", "gradient_bugs:group_norm_no_mean_h_term",
+        {"backward", "finite_differences", "mpmath", "gradient_sum"},
+        "dx misses the through-the-batch term mean(h)", _F64),
+    "layer_norm_gamma_missing_in_dx": _entry(
+        "layer_norm", "gradient_bugs:layer_norm_gamma_missing_in_dx",
+        {"backward", "finite_differences", "mpmath", "gradient_xhat", "gradient_sum"},
+        "gamma missing from dx", _F64),
+    "layer_norm_gamma_twice_in_dx": _entry(
+        "layer_norm", "gradient_bugs:layer_norm_gamma_twice_in_dx",
+        {"backward", "finite_differences", "mpmath", "gradient_xhat", "gradient_sum"},
+        "gamma applied twice in dx", _F64),
+    "layer_norm_dx_reductions_without_gamma": _entry(
+        "layer_norm", "gradient_bugs:layer_norm_dx_reductions_without_gamma",
+        {"backward", "finite_differences", "mpmath", "gradient_sum", "gradient_xhat"},
+        "dx correct only when gamma = 1 (row sums of g reused for h = gamma * g)", _F64),
+    "layer_norm_dgamma_wrong_axes": _entry(
+        "layer_norm", "gradient_bugs:layer_norm_dgamma_wrong_axes",
+        {"backward", "finite_differences"},
+        "dgamma averaged over the rows instead of summed", _F64),
+    "group_norm_dgamma_per_group": _entry(
+        "group_norm", "gradient_bugs:group_norm_dgamma_per_group",
+        {"backward", "finite_differences"},
+        "dgamma summed over the wrong axes (per group, not per channel)", _F64),
+    "batch_norm_stats_without_grad": _entry(
+        "batch_norm", "gradient_bugs:batch_norm_stats_without_grad",
+        {"backward", "finite_differences", "mpmath", "gradient_sum", "gradient_xhat"},
+        "statistics cut from the autograd graph (computed under no_grad)", _F64),
+    # --- running statistics --------------------------------------------------------------------
+    "batch_norm_biased_running_var": _entry(
+        "batch_norm", "running_stats_bugs:batch_norm_biased_running_var", {"running_stats"},
+        "running variance biased instead of unbiased", _F64),
+    "batch_norm_momentum_inverted": _entry(
+        "batch_norm", "running_stats_bugs:batch_norm_momentum_inverted", {"running_stats"},
+        "momentum convention inverted (flax/keras weight of the old value)", _F64),
+    "batch_norm_running_not_updated": _entry(
+        "batch_norm", "running_stats_bugs:batch_norm_running_not_updated", {"running_stats"},
+        "running statistics not updated in training", _F64),
+    "batch_norm_running_updated_in_eval": _entry(
+        "batch_norm", "running_stats_bugs:batch_norm_running_updated_in_eval", {"eval_running_unchanged"},
+        "running statistics updated in eval", _F64),
+}

@@ -1,0 +1,136 @@
+"""pytest plugin (entry point ``pytest11``): the battery as test items.
+
+    pytest --pyargs verify --normspec-impl package.module:function --normspec-variant layer_norm
+
+collects one test per (check, dtype), with stable ids ``<variant>-<dtype>-<check>`` (the
+check id ``variant::dtype::check`` with '-'), so that an expected-failures file keeps
+working across runs; ids in that file that match no test are warned about. In your own
+test files:
+
+    @verify.parametrize_checks(my_layer_norm, variant="layer_norm")
+    def test_my_layer_norm(normspec_check):
+        normspec_check.run()
+
+This module imports only pytest and the standard library at load time; torch and the
+battery are imported when a check runs.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import pytest
+
+ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("normspec", "normspec: check a normalization implementation")
+    group.addoption("--normspec-impl", default=None, help="package.module:function to check")
+    group.addoption("--normspec-variant", default="layer_norm", help="its variant (default layer_norm)")
+    group.addoption("--normspec-backward", default=None, help="package.module:function, signature of "
+                                                              "reference.numpy_ref.*_backward")
+    group.addoption("--normspec-dtype", default=",".join(ALL_DTYPES), help="comma-separated dtypes")
+    group.addoption("--normspec-check", default=None, help="comma-separated checks (default: all)")
+    group.addoption("--normspec-device", default="cpu")
+    group.addoption("--normspec-expected-failures", default=None,
+                    help="file of test ids (variant-dtype-check or variant::dtype::check) expected to fail")
+
+
+def _test_id(check_id: str) -> str:
+    return check_id.replace("::", "-")
+
+
+@dataclass
+class NormspecCheck:
+    """One (check, dtype) of one implementation, run as a test."""
+
+    impl: Any  # callable or import path
+    variant: str
+    dtype: str
+    check: str
+    backward: Any = None
+    device: str = "cpu"
+    expected_failure: bool = False
+
+    @property
+    def id(self) -> str:
+        return _test_id(f"{self.variant}::{self.dtype}::{self.check}")
+
+    def run(self) -> None:
+        """Pass, fail with the minimal case and its reproduction, skip or xfail."""
+        from verify.battery import EXPECTED, FAILED, SKIPPED, run_check
+        from verify.checks import CHECKS
+
+        implementation = _implementation(self.impl, self.variant, self.backward, self.device)
+        report = run_check(implementation, CHECKS[self.check], self.variant, self.dtype)
+        if report.status == SKIPPED:
+            pytest.skip(report.reason)
+        if report.status == EXPECTED:
+            pytest.xfail(report.reason)
+        if report.status == FAILED:
+            message = f"{report.id}: {report.reason}"
+            if report.case is not None:
+                message += f"\n  minimal case: {report.case.short()}\n  reproduce: {report.reproduction()}"
+            if self.expected_failure:
+                pytest.xfail(message)
+            pytest.fail(message, pytrace=False)
+
+
+@functools.lru_cache(maxsize=None)
+def _implementation(impl: Any, variant: str, backward: Any, device: str):
+    from verify.api import build
+
+    return build(impl, variant, backward=backward, device=device)
+
+
+def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[str] = ALL_DTYPES,
+                       checks: Iterable[str] | None = None, backward: Callable | str | None = None,
+                       device: str = "cpu", expected_failures: Iterable[str] = ()) -> pytest.MarkDecorator:
+    """``pytest.mark.parametrize`` over the battery: the test gets ``normspec_check``."""
+    from verify.checks import CHECKS
+
+    expected = {_test_id(e) for e in expected_failures}
+    items = [NormspecCheck(impl, variant, dtype, check, backward, device)
+             for check in (checks or CHECKS) for dtype in dtypes]
+    for item in items:
+        item.expected_failure = item.id in expected
+    _warn_unknown(expected, {item.id for item in items})
+    return pytest.mark.parametrize("normspec_check", items, ids=[item.id for item in items])
+
+
+def _warn_unknown(expected: set[str], known: set[str]) -> None:
+    for entry in sorted(expected - known):
+        warnings.warn(f"normspec: expected failure {entry!r} matches no test", stacklevel=3)
+
+
+def _read_expected(path: str | None) -> set[str]:
+    if not path:
+        return set()
+    with open(path) as handle:
+        lines = [line.split("#", 1)[0].strip() for line in handle]
+    return {_test_id(line) for line in lines if line}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``normspec_command_line_check`` from the --normspec-* options."""
+    if "normspec_command_line_check" not in metafunc.fixturenames:
+        return
+    option = metafunc.config.getoption
+    impl = option("--normspec-impl")
+    if impl is None:
+        metafunc.parametrize("normspec_command_line_check", [None], ids=["no-impl"])
+        return
+    from verify.checks import CHECKS
+
+    checks = option("--normspec-check").split(",") if option("--normspec-check") else list(CHECKS)
+    dtypes = option("--normspec-dtype").split(",")
+    expected = _read_expected(option("--normspec-expected-failures"))
+    items = [NormspecCheck(impl, option("--normspec-variant"), dtype, check, option("--normspec-backward"),
+                           option("--normspec-device")) for check in checks for dtype in dtypes]
+    for item in items:
+        item.expected_failure = item.id in expected
+    _warn_unknown(expected, {item.id for item in items})
+    metafunc.parametrize("normspec_command_line_check", items, ids=[item.id for item in items])
