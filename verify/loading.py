@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Callable
 
 from derive.errors import NormSpecError
@@ -12,6 +14,8 @@ def load(path: str, *, argument: str = "--impl") -> Callable:
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
         raise NormSpecError(f"{argument}={path!r}: expected 'package.module:function'")
+    if os.getcwd() not in sys.path:  # as `python -m` does: modules in the current folder import
+        sys.path.insert(0, os.getcwd())
     try:
         target = importlib.import_module(module_name)
     except ImportError as error:

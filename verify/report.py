@@ -146,6 +146,8 @@ class Report:
     def print(self, console: Console) -> None:
         console.print(table(self.battery))
         details(self.battery, console)
+        if ulp_line(self.battery):
+            console.print(ulp_line(self.battery))
         console.print(f"mode: {self.mode}")
         for entry in self.unknown_expected:
             console.print(f"[yellow]warning[/yellow]: expected failure {entry!r} matches no check")
