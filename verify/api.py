@@ -13,6 +13,7 @@ report says so.
 """
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -44,7 +45,8 @@ def check(impl: Callable | str, variant: str = "layer_norm", *, backward: Callab
         ('#' comments); they are reported as expected failures, and ids that match no
         check are warned about. isolate: run every call in a worker process, so that a
         kernel that crashes the process is reported, not fatal. artifacts: a folder for
-        reproduction files (one ``.npz`` per failing check, replayed by ``normspec repro``).
+        reproduction files (one ``.npz`` per failing check, replayed by ``normspec repro``);
+        by default a new temporary folder, created only when something fails.
     """
     implementation = build(impl, variant, backward=backward, device=device, array=array, name=name,
                            timeout=timeout, isolate=isolate)
@@ -57,6 +59,7 @@ def check(impl: Callable | str, variant: str = "layer_norm", *, backward: Callab
     if isolate:
         from verify.isolation import isolated
 
+        artifacts = artifacts or tempfile.mkdtemp(prefix="normspec-")  # the pending case survives a crash
         implementation = isolated(implementation, artifacts=artifacts)
     settings = None
     if max_examples or seed is not None:
@@ -66,8 +69,8 @@ def check(impl: Callable | str, variant: str = "layer_norm", *, backward: Callab
     result = bat.run_battery(implementation, variants=[variant], dtypes=dtypes, checks=checks,
                              hypothesis_settings=settings, expected=expected, seed=seed, progress=progress)
     report = Report(result, implementation, unknown_expected=unknown)
-    if artifacts is not None:
-        report.write_artifacts(Path(artifacts))
+    if not report.ok:  # every failure gets its reproduction file (a temporary folder unless given)
+        report.write_artifacts(Path(artifacts or tempfile.mkdtemp(prefix="normspec-")))
     return report
 
 
