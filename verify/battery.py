@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Flaky, Unsatisfiable
 
@@ -170,7 +170,3 @@ def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANTS, dty
 def replay(impl: Implementation, check_name: str, case: Case) -> list[Comparison]:
     """Run one check on one case (the reproduction of a reported failure)."""
     return CHECKS[check_name].run(impl, case)
-
-
-def suppressed_health_checks() -> list[HealthCheck]:
-    return [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
