@@ -13,6 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Flaky, Unsatisfiable
@@ -114,7 +115,8 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     if seed is not None:
         search = hypothesis_seed(seed)(search)
     try:
-        search()
+        with np.errstate(all="ignore"):  # NaN/inf in results are what the comparisons report
+            search()
     except (CheckFailed, Flaky):  # Flaky: a fatal failure replayed from the record, not re-run
         report.status, report.case, report.reason = FAILED, state.get("case"), state.get("message", "")
         report.worst = state.get("worst", report.worst)

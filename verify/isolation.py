@@ -76,7 +76,8 @@ class Isolated:
         try:
             status, payload = self._connection.recv()
         except EOFError:
-            code = self._process.exitcode if self._process is not None else None
+            self._process.join(10)  # the pipe closes before the process is reaped
+            code = self._process.exitcode
             self._stop()
             raise ImplementationCrashed(f"the implementation killed its process ({_describe_exit(code)}) "
                                         f"on {case.short()}") from None
