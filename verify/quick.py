@@ -6,7 +6,9 @@ weight and bias, each measured as the max absolute error against
 """
 from __future__ import annotations
 
+import functools
 import time
+from types import SimpleNamespace
 from dataclasses import dataclass
 from typing import Callable
 
@@ -73,21 +75,16 @@ def run_case(case: QuickCase, seed: int = 0) -> list[QuickResult]:
     start = time.perf_counter()
     arrays = [t.numpy() if t is not None else None for t in (x, w, b)]
     y_numpy = case.call(numpy_ref, *arrays)
-    backward = getattr(numpy_ref, f"{case.variant}_backward")
-    grads_numpy = _numpy_backward(case, backward, grad_out.numpy(), arrays)
+    grads_numpy = _numpy_backward(case, grad_out.numpy(), arrays)
     results.append(QuickResult(case.variant, "numpy_ref", _max_error([y_numpy], [y_native]),
                                _max_error(grads_numpy, grads_native), time.perf_counter() - start))
     return results
 
 
-def _numpy_backward(case: QuickCase, backward, grad_out, arrays) -> list:
-    """Call ``*_backward`` through the case's own call, so the arguments are stated once."""
-
-    class _Backward:
-        def __getattr__(self, name):
-            return lambda *args, **kwargs: backward(grad_out, *args, **kwargs)
-
-    grads = case.call(_Backward(), *arrays)
+def _numpy_backward(case: QuickCase, grad_out, arrays) -> list:
+    """``numpy_ref.<variant>_backward`` called through the case's own call (arguments stated once)."""
+    backward = functools.partial(getattr(numpy_ref, f"{case.variant}_backward"), grad_out)
+    grads = case.call(SimpleNamespace(**{case.variant: backward}), *arrays)
     return [g for g in grads if g is not None]
 
 

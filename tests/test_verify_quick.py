@@ -1,0 +1,11 @@
+"""The smoke comparison of `normspec all`: both references against torch.nn.functional."""
+from verify import quick
+from verify.cli import QUICK_TOLERANCE
+
+
+def test_quick_comparison_covers_every_variant_and_passes():
+    results = quick.run_all()
+    assert {r.variant for r in results} == {c.variant for c in quick.QUICK_CASES}
+    assert {r.implementation for r in results} == {"numpy_ref", "torch_ref"}
+    for r in results:
+        assert r.forward_error <= QUICK_TOLERANCE and r.backward_error <= QUICK_TOLERANCE, r
