@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reference import numpy_ref, torch_ref
+from normspec.reference import numpy_ref, torch_ref
 
 VARIANTS = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")
 IMPLEMENTATIONS = ("numpy_ref", "torch_ref", "native")

@@ -2,6 +2,6 @@
 
 Importing this package is light (no SymPy); the symbolic modules are imported on use.
 """
-from derive.errors import NormSpecError
+from normspec.derive.errors import NormSpecError
 
 __all__ = ["NormSpecError"]

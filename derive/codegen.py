@@ -12,7 +12,7 @@ Each family of ``derive.symbolic`` becomes three functions per dialect:
   ``*_backward`` functions and torch's double backward (which differentiates it) use it.
 
 Inputs are already reshaped by the hand-written glue (``reference``): the group is
-``group_dims``, parameter gradients are summed over ``affine_dims`` (``derive.spec``),
+``group_dims``, parameter gradients are summed over ``affine_dims`` (``normspec.derive.layouts``),
 and every array is in one compute dtype.
 
 Bodies are written by ``printers.print_statements``: per-element results finish in
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import sympy as sp
 
-from derive import printers, symbolic as sym
+from normspec.derive import printers, symbolic as sym
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED_DIR = ROOT / "reference" / "_generated"
@@ -154,7 +154,7 @@ def module_source(dialect: printers.Dialect) -> str:
         f"# Regenerate with: {REGENERATE_COMMAND}\n"
         f"# derivation-hash: {derivation_hash()}\n"
         f'"""{dialect.module} kernels of the normalize families, printed from the derivation.\n\n'
-        f"Inputs are reshaped by reference (see derive.spec.Layout): the group is group_dims,\n"
+        f"Inputs are reshaped by reference (see normspec.derive.layouts.Layout): the group is group_dims,\n"
         f"parameter gradients are summed over affine_dims. In the docstrings mean(.) is the\n"
         f'mean over the group and sum(.) the sum over affine_dims.\n"""\n'
         + "".join(f"import {module}\n" for module in (*dialect.imports, dialect.module))

@@ -1,5 +1,29 @@
-"""The project's one error type."""
+"""The project's one error type, and the checks that raise it with a message naming the argument."""
+from __future__ import annotations
+
+import math
+import numbers
 
 
 class NormSpecError(ValueError):
     """Bad input to normspec: the message names the argument, its value and what was expected."""
+
+
+def require(condition: bool, argument: str, value: object, expected: str) -> None:
+    """Raise NormSpecError naming ``argument``, its ``value`` and what was ``expected``."""
+    if not condition:
+        raise NormSpecError(f"{argument}={value!r}: expected {expected}")
+
+
+def check_eps(eps: object, *, name: str = "eps") -> float:
+    require(isinstance(eps, numbers.Real) and not isinstance(eps, bool), name, eps, "a real number")
+    require(math.isfinite(eps) and eps >= 0, name, eps, "a finite number >= 0")
+    return float(eps)
+
+
+def check_momentum(momentum: object) -> float:
+    require(isinstance(momentum, numbers.Real) and not isinstance(momentum, bool), "momentum", momentum,
+            "a float in [0, 1] (momentum=None, a cumulative average, is the module's business: "
+            "pass 1/num_batches_tracked)")
+    require(0.0 <= momentum <= 1.0, "momentum", momentum, "a float in [0, 1]")
+    return float(momentum)

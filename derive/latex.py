@@ -22,7 +22,7 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 
-from derive import symbolic as sym
+from normspec.derive import symbolic as sym
 
 
 class GroupSum(sp.Function):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from derive import symbolic as sym
+from normspec.derive import symbolic as sym
 
 # Code names of the derivation's symbols.
 CODE_NAMES = {

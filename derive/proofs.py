@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-from derive import symbolic as sym
+from normspec.derive import symbolic as sym
 
 MAX_N = 8
 

@@ -11,9 +11,10 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from derive import spec
-from derive.errors import NormSpecError
-from derive.spec import Layout, require
+from normspec.derive import layouts, variants
+from normspec.derive.errors import check_eps, check_momentum, require
+from normspec.derive.layouts import Layout
+from normspec.derive.variants import Variant
 
 
 class Backend(Protocol):
@@ -70,95 +71,52 @@ def _check_affine(backend: Backend, x, weight, bias, layout: Layout) -> None:
     for name, value in (("weight", weight), ("bias", bias)):
         if value is not None:
             backend.check_array(value, name, like=x)
-            spec.check_param(tuple(value.shape), layout, name)
+            layouts.check_param(tuple(value.shape), layout, name)
 
 
 def _check_running(backend: Backend, x, running_mean, running_var, channels: int) -> None:
     for name, value in (("running_mean", running_mean), ("running_var", running_var)):
         if value is not None:
             backend.check_array(value, name, like=x)
-            spec.check_running(tuple(value.shape), channels, name)
+            layouts.check_running(tuple(value.shape), channels, name)
 
 
-# --- the variants: signatures and defaults of torch.nn.functional, stated once ------
-
-def layer_norm(backend: Backend, x, normalized_shape, weight=None, bias=None, eps=1e-5) -> Plan:
-    """Layer normalization over the trailing ``normalized_shape`` (torch.nn.functional.layer_norm)."""
+def plan(backend: Backend, variant: Variant, arguments: dict[str, Any]) -> Plan:
+    """The plan of one call of ``variant`` (its arguments by name, as ``Variant.bind`` gives them)."""
+    x = arguments["x"]
     backend.check_array(x, "x")
-    layout = spec.trailing_layout(tuple(x.shape), normalized_shape)
+    layout = variant.layout_of(tuple(x.shape), arguments)
+    weight, bias = arguments.get("weight"), arguments.get("bias")
     _check_affine(backend, x, weight, bias, layout)
-    return Plan("centered", layout, x, weight, bias, spec.check_eps(eps))
+    eps = arguments["eps"]
+    eps = backend.machine_eps(x) if eps is None and variant.default("eps") is None else check_eps(eps)
+    if variant.running is None:
+        return Plan(variant.family(), layout, x, weight, bias, eps)
+    return _running_plan(backend, variant, arguments, layout, eps)
 
 
-def rms_norm(backend: Backend, x, normalized_shape, weight=None, eps=None) -> Plan:
-    """RMS normalization over the trailing ``normalized_shape``; eps=None is the machine epsilon
-    of the compute dtype (float32 for 16-bit inputs), as in torch."""
-    backend.check_array(x, "x")
-    layout = spec.trailing_layout(tuple(x.shape), normalized_shape)
-    _check_affine(backend, x, weight, None, layout)
-    eps = backend.machine_eps(x) if eps is None else spec.check_eps(eps)
-    return Plan("rms", layout, x, weight, None, eps)
-
-
-def group_norm(backend: Backend, x, num_groups, weight=None, bias=None, eps=1e-5) -> Plan:
-    """Group normalization of (N, C, *S) over C/num_groups contiguous channels and S."""
-    backend.check_array(x, "x")
-    layout = spec.group_layout(tuple(x.shape), num_groups)
-    _check_affine(backend, x, weight, bias, layout)
-    return Plan("centered", layout, x, weight, bias, spec.check_eps(eps))
-
-
-def batch_norm(backend: Backend, x, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5) -> Plan:
-    """Batch normalization of (N, C, *S) per channel (torch.nn.functional.batch_norm).
-
-    Training normalizes with the batch's biased variance and, when running statistics
-    are given, updates them in place: running = (1 - momentum) * running + momentum * batch,
-    with the unbiased variance. Eval (training=False) normalizes with the running statistics.
-    """
-    require(isinstance(training, bool), "training", training, "a bool")
-    return _channel_norm(backend, "batch_norm", x, running_mean, running_var, weight, bias,
-                         training, momentum, eps)
-
-
-def instance_norm(backend: Backend, x, running_mean=None, running_var=None, weight=None, bias=None,
-                  use_input_stats=True, momentum=0.1, eps=1e-5) -> Plan:
-    """Instance normalization of (N, C, *S) per sample and channel (torch.nn.functional.instance_norm).
-
-    With running statistics and use_input_stats, they are updated in place with the
-    batch average of the per-instance mean and unbiased variance.
-    """
-    require(isinstance(use_input_stats, bool), "use_input_stats", use_input_stats, "a bool")
-    return _channel_norm(backend, "instance_norm", x, running_mean, running_var, weight, bias,
-                         use_input_stats, momentum, eps)
-
-
-def _channel_norm(backend, variant, x, running_mean, running_var, weight, bias,
-                  batch_statistics, momentum, eps) -> Plan:
-    backend.check_array(x, "x")
-    layout = spec.channel_layout(tuple(x.shape), per_sample=(variant == "instance_norm"))
-    channels = layout.work_shape[1]
-    _check_affine(backend, x, weight, bias, layout)
+def _running_plan(backend: Backend, variant: Variant, arguments: dict[str, Any], layout: Layout,
+                  eps: float) -> Plan:
+    """batch_norm and instance_norm: batch statistics (and the running update), or the given ones."""
+    x, weight, bias = arguments["x"], arguments["weight"], arguments["bias"]
+    running_mean, running_var = arguments["running_mean"], arguments["running_var"]
+    channels = layout.weight_shape[0]
     _check_running(backend, x, running_mean, running_var, channels)
-    eps = spec.check_eps(eps)
     require((running_mean is None) == (running_var is None), "running_var",
             None if running_var is None else "<array>", "given together with running_mean, or both None")
-    if not batch_statistics:
-        mode = "training=False" if variant == "batch_norm" else "use_input_stats=False"
-        require(running_mean is not None, "running_mean", None, f"an array of shape ({channels},) when {mode}")
-        return Plan("given_stats", layout, x, weight, bias, eps, running_mean, running_var)
-    spec.check_training_group(layout, tuple(x.shape), variant)
-    if variant == "batch_norm":  # as torch: a constant channel would divide by zero
-        require(eps > 0, "eps", eps, "a positive number when batch_norm is training")
+    mode = variant.running.mode_argument
+    if not variant.batch_statistics(arguments):
+        require(running_mean is not None, "running_mean", None, f"an array of shape ({channels},) when {mode}=False")
+        return Plan(variant.family(False), layout, x, weight, bias, eps, running_mean, running_var)
+    variant.check_batch_statistics(layout, tuple(x.shape))
+    if variant.running.refuses_zero_eps:  # as torch: a constant channel would divide by zero
+        require(eps > 0, "eps", eps, f"a positive number when {variant.name} is training")
     running = None
     if running_mean is not None:
         n = layout.group_size
-        running = RunningUpdate(running_mean, running_var, spec.check_momentum(momentum),
-                                unbiased_factor=n / (n - 1), average_over_batch=(variant == "instance_norm"))
-    return Plan("centered", layout, x, weight, bias, eps, running=running)
-
-
-VARIANT_PLANS = {f.__name__: f for f in (batch_norm, layer_norm, instance_norm, group_norm, rms_norm)}
+        running = RunningUpdate(running_mean, running_var, check_momentum(arguments["momentum"]),
+                                unbiased_factor=n / (n - 1), average_over_batch=variant.running.average_over_batch)
+    return Plan(variant.family(), layout, x, weight, bias, eps, running=running)
 
 
 # --- running the generated kernels -------------------------------------------------
@@ -225,30 +183,22 @@ def run_backward(backend: Backend, plan: Plan, grad_out: Any) -> tuple:
 
 
 def public_variant(backend: Backend, name: str, forward: Callable[[Plan], Any]) -> tuple[Callable, Callable]:
-    """The public ``name`` and ``name_backward`` of one library: the plan's signature
-    (without ``backend``) and docstring, run by ``forward`` and by :func:`run_backward`."""
-    plan_of = VARIANT_PLANS[name]
-    signature = inspect.signature(plan_of)
-    public = signature.replace(parameters=list(signature.parameters.values())[1:], return_annotation="Array")
+    """The public ``name`` and ``name_backward`` of one library, with the registry's signature
+    of ``name``, run by ``forward`` and by :func:`run_backward`."""
+    variant = variants.get(name)
 
-    def plan(args, kwargs) -> Plan:
-        try:
-            bound = signature.bind(backend, *args, **kwargs)
-        except TypeError as error:
-            raise NormSpecError(f"{name}{public}: {error}") from None
-        return plan_of(*bound.args, **bound.kwargs)
+    def call(*args, **kwargs):
+        return forward(plan(backend, variant, variant.bind(args, kwargs)))
 
-    def variant(*args, **kwargs):
-        return forward(plan(args, kwargs))
+    def call_backward(grad_out, *args, **kwargs):
+        return run_backward(backend, plan(backend, variant, variant.bind(args, kwargs)), grad_out)
 
-    def variant_backward(grad_out, *args, **kwargs):
-        return run_backward(backend, plan(args, kwargs), grad_out)
-
-    variant.__name__, variant.__doc__, variant.__signature__ = name, plan_of.__doc__, public
+    call.__name__, call.__signature__ = name, variant.signature.replace(return_annotation="Array")
+    call.__doc__ = f"{name}: normalization {variant.summary} (the signature of torch.nn.functional.{name})."
     grad_param = inspect.Parameter("grad_out", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    variant_backward.__name__ = f"{name}_backward"
-    variant_backward.__doc__ = (f"(dx, dweight, dbias) of :func:`{name}` for upstream gradient ``grad_out``, "
-                                f"from the derived closed form; None for an absent parameter.")
-    variant_backward.__signature__ = public.replace(parameters=[grad_param, *public.parameters.values()],
-                                                    return_annotation="tuple")
-    return variant, variant_backward
+    call_backward.__name__ = f"{name}_backward"
+    call_backward.__doc__ = (f"(dx, dweight, dbias) of :func:`{name}` for upstream gradient ``grad_out``, "
+                             f"from the derived closed form; None for an absent parameter.")
+    call_backward.__signature__ = variant.signature.replace(
+        parameters=[grad_param, *variant.signature.parameters.values()], return_annotation="tuple")
+    return call, call_backward

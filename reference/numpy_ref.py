@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from derive.spec import require
-from reference import _plan
-from reference._generated import numpy_kernels
+from normspec.derive import dtypes, variants
+from normspec.derive.errors import require
+from normspec.reference import _plan
+from normspec.reference._generated import numpy_kernels
 
 
 class _NumpyBackend:
@@ -29,11 +30,10 @@ class _NumpyBackend:
                 "a floating dtype (float16, float32 or float64)")
 
     def machine_eps(self, array: np.ndarray) -> float:
-        return float(np.finfo(np.float32 if array.dtype == np.float16 else array.dtype).eps)
+        return dtypes.machine_eps(array.dtype.name)
 
     def compute_dtype(self, arrays: list[np.ndarray]) -> np.dtype:
-        dtype = np.result_type(*arrays)
-        return np.dtype(np.float32) if dtype == np.float16 else dtype
+        return np.dtype(dtypes.compute_dtype(np.result_type(*arrays).name))
 
     def to_dtype(self, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
         return array.astype(dtype, copy=False)
@@ -52,8 +52,7 @@ def _forward(plan: _plan.Plan) -> np.ndarray:
     return _BACKEND.cast(stats["y"].reshape(plan.x.shape), plan.x)
 
 
-layer_norm, layer_norm_backward = _plan.public_variant(_BACKEND, "layer_norm", _forward)
-batch_norm, batch_norm_backward = _plan.public_variant(_BACKEND, "batch_norm", _forward)
-instance_norm, instance_norm_backward = _plan.public_variant(_BACKEND, "instance_norm", _forward)
-group_norm, group_norm_backward = _plan.public_variant(_BACKEND, "group_norm", _forward)
-rms_norm, rms_norm_backward = _plan.public_variant(_BACKEND, "rms_norm", _forward)
+# The public functions, one pair per variant of the registry (named as in torch.nn.functional).
+__all__ = [f"{name}{suffix}" for name in variants.NAMES for suffix in ("", "_backward")]
+for _variant_name in variants.NAMES:
+    globals()[_variant_name], globals()[f"{_variant_name}_backward"] = _plan.public_variant(_BACKEND, _variant_name, _forward)

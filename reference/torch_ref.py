@@ -20,12 +20,16 @@ from typing import Any
 
 import torch
 
-from derive.spec import require
-from reference import _plan
-from reference._generated import torch_kernels
+from normspec.derive import dtypes, variants
+from normspec.derive.errors import require
+from normspec.reference import _plan
+from normspec.reference._generated import torch_kernels
 
 Tensor = torch.Tensor
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 class _TorchBackend:
@@ -40,13 +44,13 @@ class _TorchBackend:
                     f"x's device {like.device}")
 
     def machine_eps(self, array: Tensor) -> float:
-        return float(torch.finfo(torch.float32 if array.dtype in _LOW_PRECISION else array.dtype).eps)
+        return dtypes.machine_eps(_name(array.dtype))
 
     def compute_dtype(self, tensors: list[Tensor]) -> torch.dtype:
         dtype = tensors[0].dtype
         for tensor in tensors[1:]:
             dtype = torch.promote_types(dtype, tensor.dtype)
-        return torch.float32 if dtype in _LOW_PRECISION else dtype
+        return getattr(torch, dtypes.compute_dtype(_name(dtype)))
 
     def to_dtype(self, tensor: Tensor, dtype: torch.dtype) -> Tensor:
         return tensor.to(dtype)
@@ -114,8 +118,7 @@ def _forward(plan: _plan.Plan) -> Tensor:
     return _BACKEND.cast(y.reshape(plan.x.shape), plan.x)
 
 
-layer_norm, layer_norm_backward = _plan.public_variant(_BACKEND, "layer_norm", _forward)
-batch_norm, batch_norm_backward = _plan.public_variant(_BACKEND, "batch_norm", _forward)
-instance_norm, instance_norm_backward = _plan.public_variant(_BACKEND, "instance_norm", _forward)
-group_norm, group_norm_backward = _plan.public_variant(_BACKEND, "group_norm", _forward)
-rms_norm, rms_norm_backward = _plan.public_variant(_BACKEND, "rms_norm", _forward)
+# The public functions, one pair per variant of the registry (named as in torch.nn.functional).
+__all__ = [f"{name}{suffix}" for name in variants.NAMES for suffix in ("", "_backward")]
+for _variant_name in variants.NAMES:
+    globals()[_variant_name], globals()[f"{_variant_name}_backward"] = _plan.public_variant(_BACKEND, _variant_name, _forward)

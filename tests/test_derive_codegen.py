@@ -8,8 +8,8 @@ import sys
 import pytest
 import sympy as sp
 
-from derive import codegen, printers, symbolic as sym
-from verify import cli
+from normspec.derive import codegen, printers, symbolic as sym
+from normspec import cli
 
 
 def test_generated_files_are_fresh():
@@ -49,7 +49,7 @@ def test_header_and_no_element_loops(dialect):
 
 
 def _source_digest(seed: str) -> str:
-    code = ("import hashlib; from derive import codegen; "
+    code = ("import hashlib; from normspec.derive import codegen; "
             "print(hashlib.sha256(''.join(f.content for f in codegen.generated_files()).encode()).hexdigest())")
     env = {**os.environ, "PYTHONHASHSEED": seed}
     return subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True,

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import sympy as sp
 
-from derive import proofs, symbolic as sym
+from normspec.derive import proofs, symbolic as sym
 
 FAMILY_IDS = [f.name for f in sym.FAMILIES]
 

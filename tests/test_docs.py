@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from derive import codegen, docs, latex, spec, symbolic as sym
+from normspec.derive import codegen, docs, latex, spec, symbolic as sym
 
 # The sections issue 5 asks of every variant page, in its words.
 REQUIRED_VARIANT_SECTIONS = (
@@ -124,7 +124,7 @@ def test_generation_is_byte_identical_across_hash_seeds(files):
     digest = hashlib.sha256()
     for path in sorted(files):
         digest.update(str(path).encode() + (files[path] if isinstance(files[path], bytes) else files[path].encode()))
-    code = ("import hashlib; from derive import docs; d = hashlib.sha256(); "
+    code = ("import hashlib; from normspec import docs; d = hashlib.sha256(); "
             "fs = {f.path: f.content for f in docs.generated_files()}; "
             "b = {p: c if isinstance(c, bytes) else c.encode() for p, c in fs.items()}; "
             "[d.update(str(p).encode() + b[p]) for p in sorted(b)]; print(d.hexdigest())")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from derive.errors import NormSpecError
-from reference import numpy_ref, torch_ref
+from normspec.derive.errors import NormSpecError
+from normspec.reference import numpy_ref, torch_ref
 
 LIBS = {"numpy_ref": (numpy_ref, lambda a: a.copy()), "torch_ref": (torch_ref, lambda a: torch.tensor(a))}
 VARIANTS = ("layer_norm", "batch_norm", "instance_norm", "group_norm", "rms_norm")

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reference import numpy_ref
+from normspec.reference import numpy_ref
 from tests._cases import (
     CASES, GRADS, LOW_TOL, RUNNING, RUNNING_CASES, RUNNING_STEPS, SMALL_CASES, assert_close, call_kwargs,
     copy_arrays, ids, make_arrays, native, running_case, running_params, seed_of,

@@ -7,8 +7,8 @@ did not trip in a run.
 """
 import pytest
 
-from verify.battery import EXPECTED, FAILED, run_battery
-from verify.implementation import builtin
+from normspec.verify.running.battery import EXPECTED, FAILED, run_battery
+from normspec.verify.implementations.builtin import builtin
 
 
 @pytest.fixture(scope="module", params=["numpy_ref", "torch_ref", "torch_native"])
@@ -43,13 +43,13 @@ def test_every_check_ran_examples(battery):
 def test_failure_report_names_the_minimal_case():
     """A failure keeps the minimal case, and its reproduction replays to the same failure."""
     from tests.broken.impls import layer_norm_unbiased_var
-    from verify.battery import replay
-    from verify.checks import CHECKS
-    from verify.implementation import Implementation
-    from verify.battery import run_check
+    from normspec.verify.running.battery import check_case
+    from normspec.verify.checks import CHECKS
+    from normspec.verify.implementations.base import Implementation
+    from normspec.verify.running.battery import run_check
 
     impl = Implementation("unbiased", {"layer_norm": layer_norm_unbiased_var})
     report = run_check(impl, CHECKS["forward"], "layer_norm", "float64")
     assert report.status == FAILED and report.case is not None
-    assert "replay(impl, 'forward', verify.case.Case.from_json(" in report.reproduction()
-    assert not all(c.ok for c in replay(impl, "forward", report.case))
+    assert "check_case(impl, 'forward', normspec.verify.cases.case.Case.from_json(" in report.reproduction()
+    assert not all(c.ok for c in check_case(impl, "forward", report.case))

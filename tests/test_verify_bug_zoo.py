@@ -7,9 +7,9 @@ import re
 import pytest
 
 from tests.bug_zoo import ZOO
-from verify.checks import CHECKS
-from verify.cli import main
-from verify.strategies import VARIANTS
+from normspec.verify.checks import CHECKS
+from normspec.cli import main
+from normspec.derive.variants import NAMES as VARIANTS
 
 
 def _function(entry):

@@ -1,4 +1,4 @@
-"""The harness: verify.check on users' implementations, robustness against misbehaving ones,
+"""The harness: normspec.check on users' implementations, robustness against misbehaving ones,
 reports, reproduction files, the CLI and the pytest plugin."""
 import json
 import subprocess
@@ -7,32 +7,32 @@ import sys
 import numpy as np
 import pytest
 
-import verify
-from derive.errors import NormSpecError
-from verify import cli
-from verify.battery import FAILED, PASSED, SKIPPED
+import normspec
+from normspec.derive.errors import NormSpecError
+from normspec import cli
+from normspec.verify.running.battery import FAILED, PASSED, SKIPPED
 
 FAST = dict(dtypes=["float64"], max_examples=3)
 
 
 def test_a_correct_torch_implementation_passes():
-    report = verify.check("reference.torch_ref:layer_norm", "layer_norm", dtypes=["float64", "float32"],
+    report = normspec.check("normspec.reference.torch_ref:layer_norm", "layer_norm", dtypes=["float64", "float32"],
                           max_examples=4)
     assert report.ok and report.gradients == "autograd"
     assert all(r.status in (PASSED, SKIPPED) for r in report.checks)
 
 
 def test_a_numpy_implementation_with_its_backward():
-    from reference import numpy_ref
+    from normspec.reference import numpy_ref
 
-    report = verify.check(numpy_ref.group_norm, "group_norm", backward=numpy_ref.group_norm_backward, **FAST)
+    report = normspec.check(numpy_ref.group_norm, "group_norm", backward=numpy_ref.group_norm_backward, **FAST)
     assert report.ok and report.implementation.array == "numpy" and report.gradients == "backward"
 
 
 def test_forward_only_is_said_and_gradient_checks_skip():
-    from reference import numpy_ref
+    from normspec.reference import numpy_ref
 
-    report = verify.check(numpy_ref.rms_norm, "rms_norm", **FAST)
+    report = normspec.check(numpy_ref.rms_norm, "rms_norm", **FAST)
     assert report.ok and "forward only" in report.mode
     backward = next(r for r in report.checks if r.check == "backward")
     assert backward.status == SKIPPED and "forward-only" in backward.reason
@@ -48,7 +48,7 @@ def test_forward_only_is_said_and_gradient_checks_skip():
 ])
 def test_misbehaviour_is_a_reported_failure(name, message):
     dtypes = ["float16"] if name == "wrong_dtype" else ["float64"]
-    report = verify.check(f"tests.misbehaving.impls:{name}", "layer_norm", dtypes=dtypes, max_examples=3,
+    report = normspec.check(f"tests.misbehaving.impls:{name}", "layer_norm", dtypes=dtypes, max_examples=3,
                           checks=["forward", "mean_zero"])
     assert not report.ok
     assert any(message in r.reason for r in report.battery.failed), [r.reason for r in report.battery.failed]
@@ -56,19 +56,19 @@ def test_misbehaviour_is_a_reported_failure(name, message):
 
 
 def test_nondeterminism_is_caught_by_its_check():
-    report = verify.check("tests.misbehaving.impls:nondeterministic", "layer_norm", checks=["deterministic"],
+    report = normspec.check("tests.misbehaving.impls:nondeterministic", "layer_norm", checks=["deterministic"],
                           **FAST)
     assert [r.check for r in report.battery.failed] == ["deterministic"]
 
 
 def test_a_hang_is_interrupted_by_the_time_limit():
-    report = verify.check("tests.misbehaving.impls:hangs", "layer_norm", checks=["forward"], timeout=0.5,
+    report = normspec.check("tests.misbehaving.impls:hangs", "layer_norm", checks=["forward"], timeout=0.5,
                           dtypes=["float64"], max_examples=1)
     assert "did not return within 0.5 s" in report.battery.failed[0].reason
 
 
 def test_a_crash_is_reported_under_isolation(tmp_path):
-    report = verify.check("tests.misbehaving.impls:crashes", "layer_norm", checks=["forward"], isolate=True,
+    report = normspec.check("tests.misbehaving.impls:crashes", "layer_norm", checks=["forward"], isolate=True,
                           artifacts=tmp_path, dtypes=["float64"], max_examples=1, timeout=120)
     reason = report.battery.failed[0].reason
     assert "killed its process" in reason and "SIGSEGV" in reason
@@ -76,7 +76,7 @@ def test_a_crash_is_reported_under_isolation(tmp_path):
 
 
 def test_reports_json_markdown_and_reproduction_file(tmp_path, capsys):
-    report = verify.check("tests.broken.impls:layer_norm_unbiased_var", "layer_norm", checks=["forward"],
+    report = normspec.check("tests.broken.impls:layer_norm_unbiased_var", "layer_norm", checks=["forward"],
                           artifacts=tmp_path, **FAST)
     data = json.loads(report.to_json())
     entry = data["checks"][0]
@@ -91,18 +91,18 @@ def test_expected_failures_and_unknown_ids(tmp_path):
     listed = tmp_path / "expected.txt"
     listed.write_text("layer_norm::float64::forward  # known\nlayer_norm::float64::no_such_check\n")
     with pytest.warns(UserWarning, match="no_such_check"):
-        report = verify.check("tests.broken.impls:layer_norm_unbiased_var", "layer_norm", checks=["forward"],
+        report = normspec.check("tests.broken.impls:layer_norm_unbiased_var", "layer_norm", checks=["forward"],
                               expected_failures=listed, **FAST)
     assert report.ok and report.checks[0].status == "expected failure"
 
 
 def test_bad_arguments_name_themselves():
     with pytest.raises(NormSpecError, match="variant='layer_nrom'"):
-        verify.check("tests.misbehaving.impls:correct", "layer_nrom")
+        normspec.check("tests.misbehaving.impls:correct", "layer_nrom")
     with pytest.raises(NormSpecError, match="impl='nomodule'"):
-        verify.check("nomodule", "layer_norm")
+        normspec.check("nomodule", "layer_norm")
     with pytest.raises(NormSpecError, match="dtypes=\\['float8'\\]"):
-        verify.check("tests.misbehaving.impls:correct", "layer_norm", dtypes=["float8"])
+        normspec.check("tests.misbehaving.impls:correct", "layer_norm", dtypes=["float8"])
 
 
 def test_cli_exit_status_and_json(tmp_path, capsys):
@@ -124,7 +124,7 @@ def test_cli_list(capsys):
 def test_pytest_plugin_collects_one_item_per_check_and_dtype(tmp_path):
     expected = tmp_path / "xfail.txt"
     expected.write_text("layer_norm-float64-forward\nlayer_norm-float64-bogus\n")
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "verify", "-q",
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pyargs", "normspec.verify", "-q",
                "--normspec-impl", "tests.broken.impls:layer_norm_unbiased_var", "--normspec-variant", "layer_norm",
                "--normspec-dtype", "float64", "--normspec-check", "forward,deterministic",
                "--normspec-expected-failures", str(expected), "-W", "always"]
@@ -136,9 +136,9 @@ def test_pytest_plugin_collects_one_item_per_check_and_dtype(tmp_path):
 def test_parametrize_checks_decorator_runs_as_tests(tmp_path):
     test_file = tmp_path / "test_mine.py"
     test_file.write_text(
-        "import verify\n"
+        "import normspec\n"
         "from tests.misbehaving.impls import correct\n"
-        "@verify.parametrize_checks(correct, variant='layer_norm', dtypes=['float64'],"
+        "@normspec.parametrize_checks(correct, variant='layer_norm', dtypes=['float64'],"
         " checks=['forward', 'mean_zero'])\n"
         "def test_mine(normspec_check):\n"
         "    normspec_check.run()\n")

@@ -6,8 +6,9 @@ import pytest
 
 from tests.broken.impls import CORRECT
 from tests.test_verify_teeth import _range_limited
-from verify.battery import run_battery
-from verify.implementation import Implementation, builtin
+from normspec.verify.running.battery import run_battery
+from normspec.verify.implementations.base import Implementation
+from normspec.verify.implementations.builtin import builtin
 
 SEEDS = (11, 12, 13)
 

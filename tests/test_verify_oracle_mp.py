@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from derive.spec import LAYOUTS, group_layout, trailing_layout
-from verify.oracle_mp import HighPrecision, high_precision, ulp_error
+from normspec.derive.layouts import group_layout, trailing_layout
+from normspec.derive.variants import VARIANTS
+from normspec.verify.truth.high_precision import HighPrecision, high_precision, ulp_error
 
 TOL = {"rtol": 1e-12, "atol": 1e-12}
 EPS = 1e-5
@@ -31,23 +32,23 @@ class OracleCase:
 
 
 CASES = (
-    OracleCase("layer_norm-ns(7,)", (3, 5, 7), lambda s: trailing_layout(s, (7,)),
+    OracleCase("layer_norm-ns(7,)", (3, 5, 7), lambda s: trailing_layout(s, normalized_shape=(7,)),
                lambda x, w, b, m, v: F.layer_norm(x, (7,), w, b, EPS)),
-    OracleCase("layer_norm-ns(5,7)", (3, 5, 7), lambda s: trailing_layout(s, (5, 7)),
+    OracleCase("layer_norm-ns(5,7)", (3, 5, 7), lambda s: trailing_layout(s, normalized_shape=(5, 7)),
                lambda x, w, b, m, v: F.layer_norm(x, (5, 7), w, b, EPS)),
-    OracleCase("layer_norm-no-affine", (4, 6), lambda s: trailing_layout(s, (6,)),
+    OracleCase("layer_norm-no-affine", (4, 6), lambda s: trailing_layout(s, normalized_shape=(6,)),
                lambda x, w, b, m, v: F.layer_norm(x, (6,), w, b, EPS), weight=False, bias=False),
-    OracleCase("batch_norm-training", (4, 3, 5), LAYOUTS["batch_norm"],
+    OracleCase("batch_norm-training", (4, 3, 5), VARIANTS["batch_norm"].layout,
                lambda x, w, b, m, v: F.batch_norm(x, None, None, w, b, training=True, eps=EPS)),
-    OracleCase("batch_norm-eval", (4, 3, 5), LAYOUTS["batch_norm"],
+    OracleCase("batch_norm-eval", (4, 3, 5), VARIANTS["batch_norm"].layout,
                lambda x, w, b, m, v: F.batch_norm(x, m, v, w, b, training=False, eps=EPS), given_stats=True),
-    OracleCase("instance_norm", (2, 3, 6), LAYOUTS["instance_norm"],
+    OracleCase("instance_norm", (2, 3, 6), VARIANTS["instance_norm"].layout,
                lambda x, w, b, m, v: F.instance_norm(x, weight=w, bias=b, eps=EPS)),
-    OracleCase("group_norm-G2", (2, 4, 5), lambda s: group_layout(s, 2),
+    OracleCase("group_norm-G2", (2, 4, 5), lambda s: group_layout(s, num_groups=2),
                lambda x, w, b, m, v: F.group_norm(x, 2, w, b, EPS)),
-    OracleCase("rms_norm", (3, 8), lambda s: trailing_layout(s, (8,)),
+    OracleCase("rms_norm", (3, 8), lambda s: trailing_layout(s, normalized_shape=(8,)),
                lambda x, w, b, m, v: F.rms_norm(x, (8,), w, eps=EPS), centered=False, bias=False),
-    OracleCase("rms_norm-no-weight", (3, 2, 4), lambda s: trailing_layout(s, (2, 4)),
+    OracleCase("rms_norm-no-weight", (3, 2, 4), lambda s: trailing_layout(s, normalized_shape=(2, 4)),
                lambda x, w, b, m, v: F.rms_norm(x, (2, 4), w, eps=EPS), centered=False, weight=False,
                bias=False),
 )
@@ -110,7 +111,7 @@ def test_exact_small_case():
     """[-1, 1] with eps=0: mean 0, var 1, so y = gamma x + beta; a group of 2 has xhat = +-1 fixed, so dx = 0."""
     x = np.array([[-1.0, 1.0]])
     w, b = np.array([3.0, -2.0]), np.array([0.25, 0.5])
-    hp = high_precision(trailing_layout(x.shape, (2,)), x, w, b, np.ones_like(x), eps=0.0)
+    hp = high_precision(trailing_layout(x.shape, normalized_shape=(2,)), x, w, b, np.ones_like(x), eps=0.0)
     np.testing.assert_array_equal(hp.y, [[-2.75, -1.5]])
     np.testing.assert_array_equal(hp.dx, [[0.0, 0.0]])
     np.testing.assert_array_equal(hp.dweight, [-1.0, 1.0])
@@ -122,7 +123,7 @@ def test_large_mean_cancellation_matches_definition():
     rng = np.random.default_rng(1)
     spread = np.array([[-3.0, -1.0, 0.5, 1.5, 2.0]]) * 2.0**-10
     g = rng.standard_normal(spread.shape)
-    layout = trailing_layout(spread.shape, (5,))
+    layout = trailing_layout(spread.shape, normalized_shape=(5,))
     base = high_precision(layout, spread, None, None, g, eps=1e-12)
     shifted = high_precision(layout, spread + 2.0**20, None, None, g, eps=1e-12)  # exact shift
     np.testing.assert_array_equal(base.y, shifted.y)
@@ -132,22 +133,22 @@ def test_large_mean_cancellation_matches_definition():
 def test_constant_group_with_zero_eps_raises():
     x = np.array([[1.0, 2.0], [3.0, 3.0]])
     with pytest.raises(ValueError, match="var \\+ eps = 0"):
-        high_precision(trailing_layout(x.shape, (2,)), x, None, None, np.ones_like(x), eps=0.0)
+        high_precision(trailing_layout(x.shape, normalized_shape=(2,)), x, None, None, np.ones_like(x), eps=0.0)
 
 
 def test_zero_given_var_with_zero_eps_raises():
     x = np.ones((2, 1, 3))
     with pytest.raises(ValueError, match="var \\+ eps = 0"):
-        high_precision(LAYOUTS["batch_norm"](x.shape), x, None, None, x, eps=0.0,
+        high_precision(VARIANTS["batch_norm"].layout(x.shape), x, None, None, x, eps=0.0,
                        given_mean=np.zeros(1), given_var=np.zeros(1))
 
 
 def test_bad_shapes_raise():
     x = np.ones((2, 3))
     with pytest.raises(ValueError, match="weight.shape"):
-        high_precision(trailing_layout(x.shape, (3,)), x, np.ones(2), None, x, eps=EPS)
+        high_precision(trailing_layout(x.shape, normalized_shape=(3,)), x, np.ones(2), None, x, eps=EPS)
     with pytest.raises(ValueError, match="given_mean, given_var"):
-        high_precision(LAYOUTS["batch_norm"](x.shape), x, None, None, x, eps=EPS, given_mean=np.zeros(3))
+        high_precision(VARIANTS["batch_norm"].layout(x.shape), x, None, None, x, eps=EPS, given_mean=np.zeros(3))
 
 
 def test_ulp_error_of_identical_arrays_is_zero():

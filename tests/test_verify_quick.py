@@ -1,6 +1,6 @@
 """The smoke comparison of `normspec all`: both references against torch.nn.functional."""
-from verify import quick
-from verify.cli import QUICK_TOLERANCE
+from normspec.verify import quick
+from normspec.cli import QUICK_TOLERANCE
 
 
 def test_quick_comparison_covers_every_variant_and_passes():

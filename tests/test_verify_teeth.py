@@ -4,8 +4,8 @@ The bug-free controls built from the same pieces pass (no false positives)."""
 import pytest
 
 from tests.broken.impls import BROKEN, CORRECT
-from verify.battery import run_battery
-from verify.implementation import Implementation
+from normspec.verify.running.battery import run_battery
+from normspec.verify.implementations.base import Implementation
 
 # bug -> checks of which at least one must name it
 CAUGHT_BY = {

@@ -1,7 +1,7 @@
 """The tolerance policy and comparisons."""
 import numpy as np
 
-from verify.tolerance import compare, policy
+from normspec.verify.truth.tolerance import compare, policy
 
 
 def test_policy_scales_with_dtype_group_size_and_conditioning():

@@ -1,22 +1,9 @@
-"""verify: the battery of checks, and the harness that points it at any implementation.
+"""normspec.verify: the battery of checks, and the harness that points it at any implementation.
 
-    import verify
-    report = verify.check(my_layer_norm, "layer_norm")
-
-Importing ``verify`` is light (no torch); the API loads on first use.
+Grouped by role: ``implementations`` (the implementation under test: loading, probing,
+isolation, the built-in ones), ``cases`` (cases, value kinds, strategies), ``truth`` (the
+plain definition, the mpmath oracle, the tolerance policy), ``checks`` (oracles,
+invariants, identities), ``running`` (the battery, profiles, deviations and expected
+failures), ``reporting`` (tables, JSON, Markdown, reproduction files); ``api`` and
+``pytest_plugin`` are the harness. The public entry point is ``normspec.check``.
 """
-from __future__ import annotations
-
-__all__ = ["check", "parametrize_checks"]
-
-
-def __getattr__(name: str):
-    if name == "check":
-        from verify.api import check
-
-        return check
-    if name == "parametrize_checks":
-        from verify.pytest_plugin import parametrize_checks
-
-        return parametrize_checks
-    raise AttributeError(f"module 'verify' has no attribute {name!r}")

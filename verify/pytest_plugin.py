@@ -23,7 +23,10 @@ from typing import Any, Callable, Iterable
 
 import pytest
 
-ALL_DTYPES = ("float64", "float32", "float16", "bfloat16")
+from normspec.derive.dtypes import DTYPES
+from normspec.verify.running.expected_failures import parse as parse_expected_failures
+from normspec.verify.running.expected_failures import test_id
+
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -32,15 +35,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--normspec-variant", default="layer_norm", help="its variant (default layer_norm)")
     group.addoption("--normspec-backward", default=None, help="package.module:function, signature of "
                                                               "reference.numpy_ref.*_backward")
-    group.addoption("--normspec-dtype", default=",".join(ALL_DTYPES), help="comma-separated dtypes")
+    group.addoption("--normspec-dtype", default=",".join(DTYPES), help="comma-separated dtypes")
     group.addoption("--normspec-check", default=None, help="comma-separated checks (default: all)")
     group.addoption("--normspec-device", default="cpu")
     group.addoption("--normspec-expected-failures", default=None,
                     help="file of test ids (variant-dtype-check or variant::dtype::check) expected to fail")
-
-
-def _test_id(check_id: str) -> str:
-    return check_id.replace("::", "-")
 
 
 @dataclass
@@ -57,12 +56,12 @@ class NormspecCheck:
 
     @property
     def id(self) -> str:
-        return _test_id(f"{self.variant}::{self.dtype}::{self.check}")
+        return test_id(f"{self.variant}::{self.dtype}::{self.check}")
 
     def run(self) -> None:
         """Pass, fail with the minimal case and its reproduction, skip or xfail."""
-        from verify.battery import EXPECTED, FAILED, SKIPPED, run_check
-        from verify.checks import CHECKS
+        from normspec.verify.running.battery import EXPECTED, FAILED, SKIPPED, run_check
+        from normspec.verify.checks import CHECKS
 
         implementation = _implementation(self.impl, self.variant, self.backward, self.device)
         report = run_check(implementation, CHECKS[self.check], self.variant, self.dtype)
@@ -81,18 +80,18 @@ class NormspecCheck:
 
 @functools.lru_cache(maxsize=None)
 def _implementation(impl: Any, variant: str, backward: Any, device: str):
-    from verify.api import build
+    from normspec.verify.api import build
 
     return build(impl, variant, backward=backward, device=device)
 
 
-def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[str] = ALL_DTYPES,
+def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[str] = DTYPES,
                        checks: Iterable[str] | None = None, backward: Callable | str | None = None,
                        device: str = "cpu", expected_failures: Iterable[str] = ()) -> pytest.MarkDecorator:
     """``pytest.mark.parametrize`` over the battery: the test gets ``normspec_check``."""
-    from verify.checks import CHECKS
+    from normspec.verify.checks import CHECKS
 
-    expected = {_test_id(e) for e in expected_failures}
+    expected = {test_id(c) for c in parse_expected_failures(expected_failures)}
     items = [NormspecCheck(impl, variant, dtype, check, backward, device)
              for check in (checks or CHECKS) for dtype in dtypes]
     for item in items:
@@ -106,14 +105,6 @@ def _warn_unknown(expected: set[str], known: set[str]) -> None:
         warnings.warn(f"normspec: expected failure {entry!r} matches no test", stacklevel=3)
 
 
-def _read_expected(path: str | None) -> set[str]:
-    if not path:
-        return set()
-    with open(path) as handle:
-        lines = [line.split("#", 1)[0].strip() for line in handle]
-    return {_test_id(line) for line in lines if line}
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize ``normspec_command_line_check`` from the --normspec-* options."""
     if "normspec_command_line_check" not in metafunc.fixturenames:
@@ -123,11 +114,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if impl is None:
         metafunc.parametrize("normspec_command_line_check", [None], ids=["no-impl"])
         return
-    from verify.checks import CHECKS
+    from normspec.verify.checks import CHECKS
 
     checks = option("--normspec-check").split(",") if option("--normspec-check") else list(CHECKS)
     dtypes = option("--normspec-dtype").split(",")
-    expected = _read_expected(option("--normspec-expected-failures"))
+    expected = {test_id(c) for c in parse_expected_failures(option("--normspec-expected-failures"),
+                                                             argument="--normspec-expected-failures")}
     items = [NormspecCheck(impl, option("--normspec-variant"), dtype, check, option("--normspec-backward"),
                            option("--normspec-device")) for check in checks for dtype in dtypes]
     for item in items:

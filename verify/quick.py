@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reference import numpy_ref, torch_ref
+from normspec.reference import numpy_ref, torch_ref
 
 
 @dataclass(frozen=True)

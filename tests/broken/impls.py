@@ -276,7 +276,7 @@ def layer_norm_eps_outside_sqrt(x, normalized_shape, weight=None, bias=None, eps
 
     Caught by a forward check: relative error about eps/std, so ~1e-5 on standard-normal
     data (float64, and float32 with a tight tolerance) and O(1) on the "tiny magnitude near
-    eps" value family; a constant group (var = 0) gives a NaN gradient (d sqrt at 0).
+    eps" value kind; a constant group (var = 0) gives a NaN gradient (d sqrt at 0).
     """
     return _layer_norm_from(x, normalized_shape, weight, bias, eps,
                             rstd=lambda var, eps: 1 / (var.sqrt() + eps))

@@ -40,6 +40,6 @@ def group_norm_constant_group_nan(x, num_groups, weight=None, bias=None, eps=1e-
 
     Exact (to rounding) whenever every group has positive variance. Caught by the constant
     group check (y must be beta exactly, gradients finite) and by a forward check on the
-    "constant" value family.
+    "constant" value kind.
     """
     return group_norm_from(x, num_groups, weight, bias, eps, rstd=_rstd_via_unit_variance)

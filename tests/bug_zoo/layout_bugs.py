@@ -40,7 +40,7 @@ def group_norm_assumes_contiguous(x, num_groups, weight=None, bias=None, eps=1e-
     with ``as_strided`` and the contiguous strides, a "free reshape" that reads the wrong
     elements when x is strided or channels_last.
 
-    Exact on contiguous inputs (every shape, dtype, eps and value family), so a battery
+    Exact on contiguous inputs (every shape, dtype, eps and value kind), so a battery
     that never draws another memory layout misses it. Caught by a forward check on a
     non-contiguous or channels_last case.
     """

@@ -1,6 +1,6 @@
 """Precision bugs: mathematically right, numerically wrong.
 
-Standard-normal data in float64 passes every one of these; they need the value families
+Standard-normal data in float64 passes every one of these; they need the value kinds
 that stress the arithmetic (a large mean offset, near-overflow magnitudes, long rows) and
 a comparison against a float64 truth computed from the same rounded inputs.
 """

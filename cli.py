@@ -39,20 +39,20 @@ class Row:
 
 
 def _shown(path) -> str:
-    from derive import codegen
+    from normspec.derive import codegen
 
     return str(path.relative_to(codegen.ROOT)) if path.is_relative_to(codegen.ROOT) else str(path)
 
 
 def _check_fresh() -> tuple[bool, list[str]]:
-    from derive import codegen
+    from normspec.derive import codegen
 
     stale = [_shown(f.path) for f in codegen.generated_files() if f.stale]
     return not stale, stale
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
-    from derive import codegen
+    from normspec.derive import codegen
 
     start = time.perf_counter()
     if args.check:
@@ -78,7 +78,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
 def _prove(max_n: int, rows: list[Row] | None = None) -> bool:
     """Print one line per family and N; return True when every proof holds."""
-    from derive import proofs, symbolic
+    from normspec.derive import proofs, symbolic
 
     all_ok = True
     for family in symbolic.FAMILIES:
@@ -100,7 +100,7 @@ def _prove(max_n: int, rows: list[Row] | None = None) -> bool:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    from verify import quick
+    from normspec.verify import quick
 
     rows: list[Row] = []
     start = time.perf_counter()
@@ -123,10 +123,11 @@ def cmd_all(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from verify import api, battery as bat
-    from verify.case import Case
-    from verify.implementation import builtin
-    from verify.report import Report
+    from normspec.verify import api
+    from normspec.verify.running import battery as bat
+    from normspec.verify.cases.case import Case
+    from normspec.verify.implementations.builtin import builtin
+    from normspec.verify.reporting.report import Report
 
     _require_device(args.device)
     if args.backward and not args.user_impl:
@@ -165,7 +166,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace):
     if not args.max_examples and args.seed is None:
         return None
-    from verify.profiles import current_settings
+    from normspec.verify.running.profiles import current_settings
 
     return current_settings(args.max_examples, seeded=args.seed is not None)
 
@@ -192,7 +193,7 @@ def _write_reports(reports, args: argparse.Namespace) -> None:
 
 
 def _user_implementation(args: argparse.Namespace):
-    from verify import api
+    from normspec.verify import api
 
     return api.build(args.user_impl, args.variant[0], backward=args.backward, device=args.device,
                      timeout=args.timeout)
@@ -206,12 +207,13 @@ def _require_device(device: str) -> None:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    from verify.repro import read_case, replay
+    from normspec.verify.api import replay_file
+    from normspec.verify.reporting.repro import read_case
 
     saved = read_case(args.case_file)
     console.print(f"case:  {saved['case'].short()}")
     console.print(f"check: {saved['meta']['check']} — saved failure: {saved['meta']['failure']}")
-    case, check, comparisons = replay(args.case_file, impl=args.impl, backward=args.backward, device=args.device)
+    case, check, comparisons = replay_file(args.case_file, impl=args.impl, backward=args.backward, device=args.device)
     status = 0
     for comparison in comparisons:
         console.print(f"{'[green]ok[/green]' if comparison.ok else '[red]FAIL[/red]'} {comparison.line()}")
@@ -221,14 +223,14 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    from derive import docs
+    from normspec import docs
 
     return docs.run(check=args.check, with_battery=args.with_battery)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from derive.spec import VARIANTS
-    from verify.checks import CHECKS
+    from normspec.derive.variants import VARIANTS
+    from normspec.verify.checks import CHECKS
 
     variants = Table(title="variants")
     for column in ("variant", "statistics shared over", "affine per"):
@@ -252,16 +254,17 @@ def _on_device(impl, device: str):
 
 
 def _replay(impls, checks, case) -> int:
-    from verify import battery as bat
+    from normspec.verify.checks import CHECKS
+    from normspec.verify.running import battery as bat
 
     status = 0
     for impl in impls:
-        for check in checks or list(bat.CHECKS):
-            reason = bat.CHECKS[check].skip(impl, case.variant, case.dtype)
+        for check in checks or list(CHECKS):
+            reason = CHECKS[check].skip(impl, case.variant, case.dtype)
             if reason:
                 console.print(f"{impl.name} {check}: skipped ({reason})")
                 continue
-            for comparison in bat.replay(impl, check, case):
+            for comparison in bat.check_case(impl, check, case):
                 mark = "[green]ok[/green]" if comparison.ok else "[red]FAIL[/red]"
                 console.print(f"{impl.name} {check} {mark} {comparison.line()}")
                 status = max(status, 0 if comparison.ok else 1)
@@ -271,16 +274,18 @@ def _replay(impls, checks, case) -> int:
 
 def _battery_rows(rows: list[Row]) -> None:
     """Run the battery on the three built-in implementations; one summary row per variant each."""
-    from verify import battery as bat, report
-    from verify.implementation import builtin
+    from normspec.verify.running import battery as bat
+    from normspec.verify.reporting import report
+    from normspec.derive.variants import NAMES as VARIANT_NAMES
+    from normspec.verify.implementations.builtin import BUILTIN, builtin
 
-    for name in ("numpy_ref", "torch_ref", "torch_native"):
+    for name in BUILTIN:
         result = bat.run_battery(builtin(name))
         report.details(result, console)
         if report.ulp_line(result):
             console.print(report.ulp_line(result))
         console.print(report.summary_line(result))
-        for variant in bat.VARIANTS:
+        for variant in VARIANT_NAMES:
             mine = [r for r in result.reports if r.variant == variant and r.status != bat.SKIPPED]
             worst = max((r.worst.worst_ratio for r in mine if r.worst and r.status == bat.PASSED), default=0.0)
             failed = [r for r in mine if r.status == bat.FAILED]
@@ -333,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_verify_options(parser: argparse.ArgumentParser) -> None:
-    from verify.battery import CHECKS, VARIANTS
-    from verify.case import DTYPES
+    from normspec.derive.variants import NAMES as VARIANTS
+    from normspec.verify.checks import CHECKS
+    from normspec.derive.dtypes import DTYPES
 
     def listed(choices):
         def parse(text: str) -> list[str]:
@@ -345,7 +351,7 @@ def _add_verify_options(parser: argparse.ArgumentParser) -> None:
             return values
         return parse
 
-    builtins = ("numpy_ref", "torch_ref", "torch_native")
+    from normspec.verify.implementations.builtin import BUILTIN as builtins
     parser.add_argument("--impl", type=_impl_option(listed(builtins)), default=list(builtins),
                         help="package.module:function (your implementation), or built-ins, comma-separated: "
                              + ", ".join(builtins))
@@ -389,7 +395,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from derive.errors import NormSpecError
+    from normspec.derive.errors import NormSpecError
 
     args = build_parser().parse_args(argv)
     if getattr(args, "impl", None) is not None and isinstance(args.impl, str) and args.run is cmd_verify:

@@ -1,7 +1,7 @@
 """A *case*: one concrete call of one variant, small enough to replay from one line.
 
 Hypothesis draws the case's description (variant, shape, configuration, eps, dtype,
-memory layout, value family, seed); the tensor values come from a generator seeded
+memory layout, value kind, seed); the tensor values come from a generator seeded
 by ``seed`` (hypothesis cannot draw kernel-sized arrays element by element). Values
 are rounded to the case's dtype *before* anything else sees them, so a float64 truth
 computed from the same rounded values is the truth for the low-precision call too.
@@ -17,15 +17,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from derive import spec
-from derive.spec import Layout
+from normspec.derive import dtypes, variants
+from normspec.derive.dtypes import DTYPES
+from normspec.derive.layouts import Layout
+from normspec.derive.variants import ARRAY_ARGUMENTS, Variant
 
-DTYPES = ("float64", "float32", "float16", "bfloat16")
-TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
-                "bfloat16": torch.bfloat16}
+TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 MEMORY_LAYOUTS = ("contiguous", "noncontiguous", "channels_last")
-VALUE_FAMILIES = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma_mixed", "exact")
-CENTERING_VARIANTS = ("batch_norm", "layer_norm", "instance_norm", "group_norm")
+VALUE_KINDS = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma_mixed", "exact")
 
 
 @dataclass(frozen=True)
@@ -58,25 +57,41 @@ class Case:
         fields["shape"] = tuple(fields["shape"])
         return cls(**fields)
 
+    @property
+    def record(self) -> Variant:
+        """The variant's registry record."""
+        return variants.get(self.variant)
+
     def short(self) -> str:
-        config = {"layer_norm": f"normalized_ndim={self.normalized_ndim}",
-                  "rms_norm": f"normalized_ndim={self.normalized_ndim}",
-                  "group_norm": f"num_groups={self.num_groups}",
-                  "batch_norm": "training" if self.training else "eval"}.get(self.variant, "")
-        return (f"{self.variant} shape={self.shape} {config} {self.dtype} eps={self.eps} "
-                f"affine={self.affine} {self.memory} values={self.values} seed={self.seed}").replace("  ", " ")
+        record = self.record
+        settings = [s.text(getattr(self, s.name)) for s in record.settings]
+        return " ".join([f"{self.variant} shape={self.shape}", *settings,
+                         f"{self.dtype} eps={self.eps} affine={self.affine} {self.memory} values={self.values} "
+                         f"seed={self.seed}"])
+
+    def arguments(self, arrays: dict | None = None) -> dict[str, Any]:
+        """The call's arguments by name (the registry's signature); arrays from ``arrays``."""
+        record, arrays = self.record, arrays or {}
+        values = {name: arrays.get(name) for name in ARRAY_ARGUMENTS}
+        values.update(eps=self.eps, momentum=self.momentum)
+        for setting in record.settings:
+            values[setting.argument] = setting.to_argument(self.shape, getattr(self, setting.name))
+        if record.running is not None and record.running.mode_argument not in values:
+            values[record.running.mode_argument] = self.training
+        return {name: values[name] for name in record.argument_names}
 
     @property
     def centered(self) -> bool:
-        return self.variant != "rms_norm"
+        return self.record.centered
 
     @property
     def given_statistics(self) -> bool:
-        return self.variant == "batch_norm" and not self.training
+        """The call normalizes with given running statistics (batch_norm's eval mode)."""
+        return not self.record.batch_statistics(self.arguments())
 
     @property
     def has_bias(self) -> bool:
-        return self.affine and self.variant != "rms_norm"
+        return self.affine and self.record.has_bias
 
     @property
     def normalized_shape(self) -> tuple[int, ...]:
@@ -84,17 +99,12 @@ class Case:
 
     @property
     def layout(self) -> Layout:
-        if self.variant in ("layer_norm", "rms_norm"):
-            return spec.trailing_layout(self.shape, self.normalized_shape)
-        if self.variant == "group_norm":
-            return spec.group_layout(self.shape, self.num_groups)
-        return spec.channel_layout(self.shape, per_sample=(self.variant == "instance_norm"))
+        return self.record.layout_of(self.shape, self.arguments())
 
     @property
     def effective_eps(self) -> float:
-        """rms_norm's eps=None is the machine epsilon of the compute dtype (float32 for 16-bit)."""
-        compute = torch.float64 if self.dtype == "float64" else torch.float32
-        return float(torch.finfo(compute).eps) if self.eps is None else self.eps
+        """eps=None (rms_norm) is the machine epsilon of the compute dtype (float32 for 16-bit)."""
+        return dtypes.machine_eps(self.dtype) if self.eps is None else self.eps
 
     # --- values ------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray | None]:
@@ -118,16 +128,9 @@ class Case:
     # --- calling an implementation -------------------------------------------------------
     def call(self, fn: Callable, x: Any, weight: Any = None, bias: Any = None, running_mean: Any = None,
              running_var: Any = None) -> Any:
-        """``fn`` called with the torch.nn.functional signature of the case's variant."""
-        if self.variant == "layer_norm":
-            return fn(x, self.normalized_shape, weight, bias, self.eps)
-        if self.variant == "rms_norm":
-            return fn(x, self.normalized_shape, weight, self.eps)
-        if self.variant == "group_norm":
-            return fn(x, self.num_groups, weight, bias, self.eps)
-        if self.variant == "batch_norm":
-            return fn(x, running_mean, running_var, weight, bias, self.training, self.momentum, self.eps)
-        return fn(x, running_mean, running_var, weight, bias, True, self.momentum, self.eps)
+        """``fn`` called positionally with the torch.nn.functional signature of the case's variant."""
+        arrays = dict(x=x, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
+        return fn(*self.arguments(arrays).values())
 
     def torch_tensor(self, array: np.ndarray | None, *, device: str = "cpu", memory: bool = False,
                      dtype: str | None = None):
@@ -135,7 +138,7 @@ class Case:
         if array is None:
             return None
         tensor = torch.from_numpy(np.array(array)).to(device=device, dtype=TORCH_DTYPES[dtype or self.dtype])
-        return _with_memory_layout(tensor, self.memory) if memory else tensor
+        return with_memory_layout(tensor, self.memory) if memory else tensor
 
     def numpy_array(self, array: np.ndarray | None, *, memory: bool = False, dtype: str | None = None):
         """``array`` as a NumPy array in the case's dtype (NumPy has no bfloat16: ValueError)."""
@@ -161,29 +164,29 @@ def _to_shape(layout: Layout, groups: np.ndarray) -> np.ndarray:
     return groups.reshape(permuted_shape).transpose(np.argsort(order))
 
 
-def _group_values(family: str, rng: np.random.Generator, layout: Layout, dtype: str) -> np.ndarray:
+def _group_values(kind: str, rng: np.random.Generator, layout: Layout, dtype: str) -> np.ndarray:
     n = layout.group_size
     count = math.prod(layout.work_shape) // n
     z = rng.standard_normal((count, n))
-    finfo = torch.finfo(TORCH_DTYPES[dtype])
-    if family == "offset":  # large mean, small spread: cancellation
+    largest = dtypes.largest(dtype)
+    if kind == "offset":  # large mean, small spread: cancellation
         ratio = 10.0 ** rng.uniform(3, 6, (count, 1))
-        offset = min(1e4, finfo.max / 8) * rng.choice([-1.0, 1.0], (count, 1))
+        offset = min(1e4, largest / 8) * rng.choice([-1.0, 1.0], (count, 1))
         return offset + z * np.abs(offset) / ratio
-    if family == "constant":  # variance 0; few mantissa bits, so that the mean is exact too
+    if kind == "constant":  # variance 0; few mantissa bits, so that the mean is exact too
         return np.repeat(rng.integers(-24, 25, (count, 1)) / 8, n, axis=1)
-    if family == "outlier":  # one element far from the rest
+    if kind == "outlier":  # one element far from the rest
         z[np.arange(count), rng.integers(0, n, count)] *= 1e3 if dtype != "float16" else 1e2
         return z
-    if family == "huge":
+    if kind == "huge":
         # float16: a sum of squares overflows float16 but not float32 (accumulate wide!);
         # the others: squares near float32's overflow (for float64, beyond float32's range)
         if dtype == "float16":
-            return z.clip(-3, 3) * 2.0 * math.sqrt(finfo.max / n) / 3
-        return z.clip(-3, 3) * 0.25 * math.sqrt(float(torch.finfo(torch.float32).max) / n) / 3
-    if family == "tiny":  # variance comparable to eps
+            return z.clip(-3, 3) * 2.0 * math.sqrt(largest / n) / 3
+        return z.clip(-3, 3) * 0.25 * math.sqrt(dtypes.largest("float32") / n) / 3
+    if kind == "tiny":  # variance comparable to eps
         return z * 10.0 ** rng.uniform(-3.5, -1.5, (count, 1))
-    if family == "exact":
+    if kind == "exact":
         return _exact_groups(rng, count, n)
     return z  # normal, gamma_mixed
 
@@ -198,13 +201,13 @@ def _exact_groups(rng: np.random.Generator, count: int, n: int) -> np.ndarray:
     return mean + rng.permuted(signed, axis=1)
 
 
-def _weight(family: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    if family == "gamma_mixed":  # mixed signs over two decades
+def _weight(kind: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    if kind == "gamma_mixed":  # mixed signs over two decades
         return rng.choice([-1.0, 1.0], shape) * 10.0 ** rng.uniform(-1, 1, shape)
     return 1.0 + 0.5 * rng.standard_normal(shape)
 
 
-def _with_memory_layout(tensor: torch.Tensor, memory: str) -> torch.Tensor:
+def with_memory_layout(tensor: torch.Tensor, memory: str) -> torch.Tensor:
     if memory == "noncontiguous" and tensor.ndim >= 1:
         wide = torch.zeros(*tensor.shape[:-1], 2 * tensor.shape[-1], dtype=tensor.dtype, device=tensor.device)
         wide[..., ::2] = tensor

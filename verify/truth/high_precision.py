@@ -26,9 +26,9 @@ up to ~64): each group costs O(N^2) multi-precision operations.
 
 Example: the group [-1, 1] has mean 0 and variance 1, so with eps=0 y = x.
 
->>> from derive.spec import trailing_layout
+>>> from normspec.derive.layouts import trailing_layout
 >>> x = np.array([[-1.0, 1.0]])
->>> hp = high_precision(trailing_layout(x.shape, 2), x, None, None, np.ones_like(x), eps=0.0)
+>>> hp = high_precision(trailing_layout(x.shape, normalized_shape=2), x, None, None, np.ones_like(x), eps=0.0)
 >>> hp.y.tolist(), hp.dx.tolist()
 ([[-1.0, 1.0]], [[0.0, 0.0]])
 """
@@ -41,8 +41,9 @@ import mpmath
 import numpy as np
 from mpmath import mp, mpc, mpf
 
-from derive.errors import NormSpecError
-from derive.spec import Layout, check_eps, require
+from normspec.derive.errors import NormSpecError
+from normspec.derive.errors import check_eps, require
+from normspec.derive.layouts import Layout
 
 __all__ = ["HighPrecision", "high_precision", "ulp_error"]
 

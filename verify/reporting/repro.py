@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from derive.errors import NormSpecError
-from verify.case import Case
+from normspec.derive.errors import NormSpecError
+from normspec.verify.cases.case import Case
 
 
 def write_case(path: Path, report, implementation) -> Path:
@@ -24,14 +24,6 @@ def write_case(path: Path, report, implementation) -> Path:
     arrays = {k: v for k, v in report.case.arrays().items() if v is not None}
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, meta=np.array(json.dumps(meta)), **arrays)
-    return path
-
-
-def write_pending(folder: Path, case: Case) -> Path:
-    """The case about to be run, written before the call (an isolated crash keeps it)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "pending_case.json"
-    path.write_text(case.to_json() + "\n")
     return path
 
 
@@ -47,19 +39,3 @@ def read_case(path: str | Path) -> dict:
         raise NormSpecError(f"CASE={str(path)!r}: not a normspec reproduction file ({error})") from None
     meta["case"]["shape"] = tuple(meta["case"]["shape"])
     return {"meta": meta, "case": Case(**meta["case"]), "arrays": arrays}
-
-
-def replay(path: str | Path, *, impl: str | None = None, backward: str | None = None, device: str = "cpu"):
-    """(case, check name, comparisons) of the saved case, re-run now."""
-    from verify import api
-    from verify.battery import replay as run_one
-
-    saved = read_case(path)
-    meta, case = saved["meta"], saved["case"]
-    impl = impl or meta["source"].get("impl")
-    if impl is None:
-        raise NormSpecError(f"CASE={str(path)!r}: the implementation was passed as an object, not an import "
-                            f"path; give it with --impl package.module:function")
-    backward = backward or meta["source"].get("backward")
-    implementation = api.build(impl, case.variant, backward=backward, device=device, array=meta["array"])
-    return case, meta["check"], run_one(implementation, meta["check"], case)

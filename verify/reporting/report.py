@@ -12,8 +12,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from verify.battery import EXPECTED, FAILED, PASSED, SKIPPED, BatteryReport, CheckReport
-from verify.case import DTYPES
+from normspec.verify.reporting.repro import write_case
+from normspec.verify.running.battery import EXPECTED, FAILED, PASSED, SKIPPED, BatteryReport, CheckReport
+from normspec.derive.dtypes import DTYPES
 
 _MARK = {PASSED: "[green]pass[/green]", FAILED: "[red]FAIL[/red]", EXPECTED: "[yellow]xfail[/yellow]",
          SKIPPED: "[dim]skip[/dim]"}
@@ -136,8 +137,6 @@ class Report:
 
     def write_artifacts(self, folder: Path) -> None:
         """One reproduction file per failing check (``normspec repro FILE`` replays it)."""
-        from verify.repro import write_case
-
         folder.mkdir(parents=True, exist_ok=True)
         for r in self.battery.failed:
             if r.case is not None:

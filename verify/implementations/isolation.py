@@ -12,14 +12,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from verify.case import Case
-from verify.implementation import CallTimeout, Implementation, RunResult
+from normspec.verify.cases.case import Case
+from normspec.verify.implementations.base import CallTimeout, Implementation, ImplementationCrashed, RunResult
 
 DEFAULT_TIMEOUT = 120.0
-
-
-class ImplementationCrashed(AssertionError):
-    pass
 
 
 def _serve(connection, implementation: Implementation) -> None:
@@ -63,8 +59,6 @@ class Isolated:
 
     def run(self, case: Case, arrays: dict, *, gradients: bool = True) -> RunResult:
         if self.artifacts is not None:
-            from verify.repro import write_pending
-
             write_pending(self.artifacts, case)
         if self._process is None or not self._process.is_alive():
             self._start()
@@ -91,6 +85,14 @@ class Isolated:
             self._stop()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def write_pending(folder: Path, case: Case) -> Path:
+    """The case about to be run, written before the call (an isolated crash keeps it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "pending_case.json"
+    path.write_text(case.to_json() + "\n")
+    return path
 
 
 def _describe_exit(code: int | None) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from verify.case import Case
+from normspec.verify.cases.case import Case, with_memory_layout
 
 
 class ContractViolation(AssertionError):
@@ -27,6 +27,14 @@ class ContractViolation(AssertionError):
 
 class CallTimeout(AssertionError):
     """The implementation did not return within the per-call time limit."""
+
+
+class ImplementationCrashed(AssertionError):
+    """The implementation killed its (worker) process: a segfault, an abort, an exit()."""
+
+
+# Failures after which the same implementation is not called again in one search.
+FATAL_ERRORS = (CallTimeout, ImplementationCrashed)
 
 
 @contextmanager
@@ -192,9 +200,7 @@ def _check_unchanged(before: dict, after: dict) -> None:
 
 def _memory_view(case: Case, leaf: torch.Tensor) -> torch.Tensor:
     """The case's memory layout applied to a leaf, differentiably."""
-    from verify.case import _with_memory_layout
-
-    return _with_memory_layout(leaf, case.memory)
+    return with_memory_layout(leaf, case.memory)
 
 
 def _np(value) -> np.ndarray | None:
@@ -203,21 +209,3 @@ def _np(value) -> np.ndarray | None:
     if isinstance(value, torch.Tensor):
         return value.detach().to("cpu", torch.float64).numpy()
     return np.asarray(value, dtype=np.float64)
-
-
-def builtin(name: str) -> Implementation:
-    """The implementations normspec ships: 'numpy_ref', 'torch_ref', 'torch_native'."""
-    variants = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "rms_norm")
-    if name == "numpy_ref":
-        from reference import numpy_ref as module
-
-        return Implementation(name, {v: getattr(module, v) for v in variants}, array="numpy",
-                              gradients="backward",
-                              backwards={v: getattr(module, f"{v}_backward") for v in variants})
-    if name == "torch_ref":
-        from reference import torch_ref as module
-    elif name == "torch_native":
-        import torch.nn.functional as module
-    else:
-        raise ValueError(f"implementation={name!r}: expected 'numpy_ref', 'torch_ref' or 'torch_native'")
-    return Implementation(name, {v: getattr(module, v) for v in variants})

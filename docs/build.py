@@ -47,8 +47,8 @@ from pathlib import Path
 import numpy as np
 import sympy as sp
 
-from derive import codegen, proofs, spec, symbolic as sym
-from derive.latex import GroupSum, equation, latex, markdown_to_html
+from normspec.derive import codegen, proofs, spec, symbolic as sym
+from normspec.derive.latex import GroupSum, equation, latex, markdown_to_html
 
 ROOT = codegen.ROOT
 DOCS_DIR = ROOT / "docs"
@@ -243,7 +243,7 @@ class Statement:
 
 
 def _checks():
-    from verify.checks import CHECKS
+    from normspec.verify.checks import CHECKS
 
     return CHECKS
 
@@ -743,8 +743,8 @@ def battery_figure_data(implementations: tuple[str, ...] = ("numpy_ref", "torch_
     ``options`` go to ``verify.battery.run_battery`` (variants, dtypes, checks, ...). The
     records follow the schema of this module's docstring.
     """
-    from verify.battery import run_battery
-    from verify.implementation import builtin
+    from normspec.verify.running.battery import run_battery
+    from normspec.verify.implementations.base import builtin
 
     records = []
     for name in implementations:
@@ -799,7 +799,7 @@ def _number(value) -> float | None:
 
 # What the battery picture shows: (record key, colorbar label). worst_ratio is the honest
 # comparison across checks; max_abs (the one number the schema requires) mixes quantities
-# of every magnitude: the near-overflow value families give errors of 1e18 within tolerance.
+# of every magnitude: the near-overflow value kinds give errors of 1e18 within tolerance.
 METRICS = (
     ("worst_ratio", "error / tolerance, worst passing check\n(<= 1 passes)"),
     ("max_abs", "max abs error, passing checks\n(grows with |x|)"),
@@ -809,7 +809,7 @@ METRICS = (
 def battery_summary(records: list[dict]) -> dict[tuple[str, str, str], dict]:
     """(implementation, variant, dtype) -> the worst of each metric over the passing checks,
     and the count of checks per status."""
-    from verify.case import DTYPES
+    from normspec.derive.dtypes import DTYPES
 
     summary: dict[tuple[str, str, str], dict] = {}
     for r in records:
@@ -835,7 +835,7 @@ def _status_note(counts: dict[str, int]) -> str:
 def battery_figure(records: list[dict]) -> bytes:
     from matplotlib.colors import LogNorm
 
-    from verify.case import DTYPES
+    from normspec.derive.dtypes import DTYPES
 
     summary = battery_summary(records)
     implementations = sorted({k[0] for k in summary})
@@ -917,7 +917,7 @@ def checks_table(variant: str, statements: dict[str, list[Statement]]) -> str:
         where = ", ".join(f"[{h}](#{_anchor(h)})" for h in covered.get(name, [])) or "—"
         extra = f"; needs {', '.join(check.needs)}" if check.needs else ""
         rows.append(f"| `{name}` | {check.kind} | {check.description}{extra} | {', '.join(check.dtypes)} | {where} |")
-    return ("Each check is a hypothesis search over drawn cases (shapes, eps, memory layouts, value families) "
+    return ("Each check is a hypothesis search over drawn cases (shapes, eps, memory layouts, value kinds) "
             f"on every dtype listed, run by `normspec verify --variant {variant}` (`verify/checks.py`).\n\n"
             + "\n".join(rows))
 
@@ -931,7 +931,7 @@ def _anchor(heading: str) -> str:
 
 
 def deviations_section(variant: str) -> str:
-    from verify.expected import DEVIATIONS
+    from normspec.verify.running.deviations import DEVIATIONS
 
     known = _checks()
     items = []
@@ -967,7 +967,7 @@ def battery_variant_table(variant: str, records: list[dict] | None) -> str:
                     f"{c.get('passed', 0)} | {c.get('failed', 0)} | "
                     f"{c.get('expected failure', 0)} | {c.get('skipped', 0)} |")
     return ("\n\nResults recorded in `docs/verification.json` (`normspec docs --with-battery`); errors are the worst "
-            "over the passing checks (the near-overflow value families make absolute errors large within "
+            "over the passing checks (the near-overflow value kinds make absolute errors large within "
             "tolerance):\n\n" + "\n".join(rows))
 
 

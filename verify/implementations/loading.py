@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Callable
 
-from derive.errors import NormSpecError
+from normspec.derive.errors import NormSpecError
 
 
 def load(path: str, *, argument: str = "--impl") -> Callable:

@@ -15,21 +15,20 @@ from typing import Callable
 import numpy as np
 import torch
 
-from verify.case import Case
-
-
-def _stat_dims(case: Case, x: torch.Tensor) -> tuple[int, ...]:
-    if case.variant in ("layer_norm", "rms_norm"):
-        return tuple(range(x.ndim - case.normalized_ndim, x.ndim))
-    if case.variant == "batch_norm":
-        return (0, *range(2, x.ndim))
-    return tuple(range(2, x.ndim))  # instance_norm; group_norm after its reshape
+from normspec.verify.cases.case import Case
 
 
 def _param_view(case: Case, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    if case.variant in ("layer_norm", "rms_norm"):
-        return p
-    return p.reshape(1, -1, *([1] * (x.ndim - 2)))  # per channel
+    """``p`` broadcast along the axes of x it spans (the registry's natural axes)."""
+    spans = case.record.natural.parameters(x.ndim, case.arguments())
+    shape = [x.shape[d] if d in spans else 1 for d in range(x.ndim)]
+    return p.reshape(shape)
+
+
+def _grouped(case: Case, x: torch.Tensor) -> torch.Tensor:
+    """x itself, or the view (N, G, -1) when the variant splits its channels into G groups."""
+    split = case.record.natural.split_channels
+    return x if split is None else x.reshape(x.shape[0], case.arguments()[split], -1)
 
 
 @dataclass
@@ -43,8 +42,8 @@ class PlainResult:
 def plain(case: Case, x, weight=None, bias=None, running_mean=None, running_var=None) -> PlainResult:
     """The variant's definition in torch ops on float64 tensors (differentiable)."""
     eps = case.effective_eps
-    grouped = x.reshape(x.shape[0], case.num_groups, -1) if case.variant == "group_norm" else x
-    dims = _stat_dims(case, grouped)
+    grouped = _grouped(case, x)
+    dims = case.record.natural.statistics(grouped.ndim, case.arguments())
     if case.given_statistics:
         mean, var = _param_view(case, running_mean, x), _param_view(case, running_var, x)
         unbiased = var
@@ -65,7 +64,7 @@ def plain_running(case: Case, x, running_mean, running_var) -> tuple[torch.Tenso
     """torch's running-statistics update, from the definition (float64)."""
     stats = plain(case, x)
     batch_mean, batch_var = stats.mean, stats.unbiased_var
-    if case.variant == "instance_norm":  # the batch average of the per-instance statistics
+    if case.record.running.average_over_batch:  # the batch average of the per-sample statistics
         batch_mean, batch_var = batch_mean.mean(0), batch_var.mean(0)
     m = case.momentum
     return ((1 - m) * running_mean + m * batch_mean.reshape(-1),

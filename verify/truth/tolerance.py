@@ -37,11 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
-SPACING_AT_ONE = {name: 2 * u for name, u in UNIT_ROUNDOFF.items()}
-DTYPE_MAX = {"float64": float(np.finfo(np.float64).max), "float32": float(np.finfo(np.float32).max),
-             "float16": 65504.0, "bfloat16": 3.3895313892515355e38}
-COMPUTE_DTYPE = {"float64": "float64", "float32": "float32", "float16": "float32", "bfloat16": "float32"}
+from normspec.derive import dtypes
+
 REDUCTION_SAFETY = 8.0
 
 
@@ -61,13 +58,13 @@ class Policy:
         return self.magnitude * self.factor
 
     def describe(self) -> str:
-        return (f"{self.dtype} (compute {COMPUTE_DTYPE[self.dtype]}), N={self.group_size}, "
+        return (f"{self.dtype} (compute {dtypes.compute_dtype(self.dtype)}), N={self.group_size}, "
                 f"kappa={self.kappa:.3g}: rtol={self.rtol:.2g}, atol=m*{float(np.max(self.factor)):.2g}")
 
 
 def policy(dtype: str, group_size: int, magnitude: np.ndarray, kappa: np.ndarray | float) -> Policy:
     """The tolerance for a result of ``dtype`` from groups of ``group_size`` elements."""
-    u_out, u_compute = UNIT_ROUNDOFF[dtype], UNIT_ROUNDOFF[COMPUTE_DTYPE[dtype]]
+    u_out, u_compute = dtypes.unit_roundoff(dtype), dtypes.unit_roundoff(dtypes.compute_dtype(dtype))
     factor = 2 * u_out + REDUCTION_SAFETY * u_compute * (1 + math.sqrt(group_size)) * np.asarray(kappa)
     return Policy(dtype, group_size, 2 * u_out, np.asarray(magnitude, dtype=np.float64), factor,
                   float(np.max(kappa)))
@@ -110,7 +107,7 @@ def compare(quantity: str, actual, truth, tol: Policy) -> Comparison:
     if a.shape != t.shape:
         return _failed(quantity, tol, f"shape {a.shape}, expected {t.shape}")
     # A true value beyond the dtype's range rounds to +-inf: that is the correct result there.
-    t = np.where(np.isinf(a) & (np.abs(t) > DTYPE_MAX[tol.dtype]) & (np.sign(a) == np.sign(t)), a, t)
+    t = np.where(np.isinf(a) & (np.abs(t) > dtypes.largest(tol.dtype)) & (np.sign(a) == np.sign(t)), a, t)
     atol = np.broadcast_to(tol.atol, t.shape)
     finite_truth = np.isfinite(t)
     same_infinity = ~finite_truth & ((a == t) | (np.isnan(a) & np.isnan(t)))  # (NaN: comparing two runs)
@@ -122,7 +119,7 @@ def compare(quantity: str, actual, truth, tol: Policy) -> Comparison:
         ratio = np.where(err == 0, 0.0, err / allowed)
         rel = np.where(np.abs(t) > 0, err / np.abs(t), np.where(err == 0, 0.0, np.inf))
         scale = np.maximum(np.abs(t), np.broadcast_to(tol.magnitude, t.shape))
-        ulp = err / (SPACING_AT_ONE[tol.dtype] * np.maximum(scale, np.finfo(np.float64).tiny))
+        ulp = err / (dtypes.spacing_at_one(tol.dtype) * np.maximum(scale, np.finfo(np.float64).tiny))
     if t.size == 0:
         return Comparison(quantity, True, 0, 0, 0, (), 0, 0, 0, 0, tol.describe())
     worst = np.unravel_index(int(np.argmax(ratio)), t.shape)

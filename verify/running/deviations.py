@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from verify.case import Case
+from normspec.verify.cases.case import Case
 
 
 @dataclass(frozen=True)
@@ -99,5 +99,5 @@ def lookup(implementation: str, check_id: str, case: Case | None = None) -> str 
     return None
 
 
-def expected_ids(implementation: str) -> set[str]:
+def check_ids(implementation: str) -> set[str]:
     return {i for d in DEVIATIONS if d.implementation == implementation for i in d.check_ids}

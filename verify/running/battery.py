@@ -4,7 +4,7 @@
 cases (``verify.strategies.cases``) and records, per check: status, the worst
 comparison, the examples tried, and, on failure, the minimal case with a one-line
 reproduction. Expected deviations of an implementation are named and explained in
-``verify.expected`` and reported as such; they never loosen a check for anyone else.
+``normspec.verify.running.deviations`` and reported as expected failures; they never loosen a check for anyone else.
 """
 from __future__ import annotations
 
@@ -18,17 +18,19 @@ from hypothesis import given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.errors import Flaky, Unsatisfiable
 
-from verify import expected as expected_deviations
-from verify import strategies
-from verify.case import DTYPES, Case
-from verify.checks import CHECKS, Check, effective_case
-from verify.implementation import Implementation
-from verify.profiles import current_settings
-from verify.tolerance import Comparison
+from normspec.derive.variants import NAMES as VARIANT_NAMES
 
-VARIANTS = strategies.VARIANTS
+from normspec.verify.running import deviations
+from normspec.verify.cases import strategies
+from normspec.derive.dtypes import DTYPES
+from normspec.verify.cases.case import Case
+from normspec.verify.checks import CHECKS, Check, effective_case
+from normspec.verify.implementations.base import FATAL_ERRORS, Implementation
+from normspec.verify.implementations.builtin import BUILTIN
+from normspec.verify.running.profiles import current_settings
+from normspec.verify.truth.tolerance import Comparison
+
 PASSED, FAILED, EXPECTED, SKIPPED = "passed", "failed", "expected failure", "skipped"
-BUILTIN = ("numpy_ref", "torch_ref", "torch_native")
 
 
 @dataclass
@@ -40,7 +42,7 @@ class CheckReport:
     status: str
     examples: int = 0
     worst: Comparison | None = None
-    reason: str = ""  # skip reason, failure message, or the expected deviation's explanation
+    reason: str = ""  # skip reason, failure message, or the deviation's explanation
     case: Case | None = None  # the minimal failing case
     seconds: float = 0.0
     max_ulp: float = 0.0  # over every comparison of every example
@@ -60,26 +62,16 @@ class CheckReport:
             variant = f" --variant {self.variant}" if ":" in self.implementation else ""
             return (f"normspec verify --impl {self.implementation}{variant} --check {self.check} "
                     f"--case '{self.case.to_json()}'")
-        return (f"verify.battery.replay(impl, {self.check!r}, verify.case.Case.from_json("
-                f"'{self.case.to_json()}'))")
+        return (f"normspec.verify.running.battery.check_case(impl, {self.check!r}, "
+                f"normspec.verify.cases.case.Case.from_json('{self.case.to_json()}'))")
 
 
 class CheckFailed(AssertionError):
     pass
 
 
-def _fatal_errors() -> tuple[type, ...]:
-    from verify.implementation import CallTimeout
-    from verify.isolation import ImplementationCrashed
-
-    return CallTimeout, ImplementationCrashed
-
-
-FATAL = _fatal_errors()
-
-
 def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
-              hypothesis_settings: settings | None = None, expected: set[str] | frozenset = frozenset(),
+              hypothesis_settings: settings | None = None, expected_failures: set[str] | frozenset = frozenset(),
               seed: int | None = None) -> CheckReport:
     """One hypothesis search for a counterexample to ``check`` on ``impl``."""
     report = CheckReport(impl.name, variant, dtype, check.name, PASSED)
@@ -101,7 +93,7 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
             comparisons = check.run(impl, case)
         except Exception as error:  # the implementation (or the case) raised: a failure, reported
             state.update(case=effective_case.get() or case, message=f"raised {type(error).__name__}: {error}",
-                         trace=traceback.format_exc(limit=-3), fatal=isinstance(error, FATAL))
+                         trace=traceback.format_exc(limit=-3), fatal=isinstance(error, FATAL_ERRORS))
             raise CheckFailed(state["message"]) from error
         for comparison in comparisons:
             report.max_ulp = max(report.max_ulp, comparison.max_ulp)
@@ -123,8 +115,8 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     except Unsatisfiable as error:
         report.status, report.reason = SKIPPED, f"no valid case could be drawn: {error}"
     report.seconds = time.perf_counter() - start
-    deviation = expected_deviations.lookup(impl.name, report.id, report.case)
-    if report.id in expected:
+    deviation = deviations.lookup(impl.name, report.id, report.case)
+    if report.id in expected_failures:
         deviation = "listed in the expected failures"
     if deviation and report.status == FAILED:
         report.status, report.reason = EXPECTED, f"{deviation} (observed: {report.reason})"
@@ -144,16 +136,16 @@ class BatteryReport:
     def by_status(self, status: str) -> list[CheckReport]:
         return [r for r in self.reports if r.status == status]
 
-    def stale_expectations(self, expected: set[str] | frozenset = frozenset()) -> list[str]:
-        """Expected deviations (built-in, or ``expected``) whose check ran and passed."""
-        expected = expected_deviations.expected_ids(self.implementation) | set(expected)
-        return sorted(r.id for r in self.reports if r.id in expected and r.status == PASSED)
+    def stale_expectations(self, expected_failures: set[str] | frozenset = frozenset()) -> list[str]:
+        """Known deviations and listed expected failures whose check ran and passed."""
+        listed = deviations.check_ids(self.implementation) | set(expected_failures)
+        return sorted(r.id for r in self.reports if r.id in listed and r.status == PASSED)
 
 
-def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANTS, dtypes: Iterable[str] = DTYPES,
+def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANT_NAMES, dtypes: Iterable[str] = DTYPES,
                 checks: Iterable[str] | None = None, hypothesis_settings: settings | None = None,
                 progress: Callable[[CheckReport], None] | None = None,
-                expected: set[str] | frozenset = frozenset(), seed: int | None = None) -> BatteryReport:
+                expected_failures: set[str] | frozenset = frozenset(), seed: int | None = None) -> BatteryReport:
     start = time.perf_counter()
     battery = BatteryReport(impl.name)
     selected = [CHECKS[name] for name in (checks or CHECKS)]
@@ -161,7 +153,7 @@ def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANTS, dty
         for dtype in dtypes:
             for check in selected:
                 report = run_check(impl, check, variant, dtype, hypothesis_settings=hypothesis_settings,
-                                   expected=expected, seed=seed)
+                                   expected_failures=expected_failures, seed=seed)
                 battery.reports.append(report)
                 if progress:
                     progress(report)
@@ -169,6 +161,6 @@ def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANTS, dty
     return battery
 
 
-def replay(impl: Implementation, check_name: str, case: Case) -> list[Comparison]:
-    """Run one check on one case (the reproduction of a reported failure)."""
+def check_case(impl: Implementation, check_name: str, case: Case) -> list[Comparison]:
+    """Run one check on one case (what a reproduction replays)."""
     return CHECKS[check_name].run(impl, case)

@@ -1,0 +1,1 @@
+"""normspec.docs: the generator of the spec documentation (docs/spec, docs/site)."""

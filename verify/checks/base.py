@@ -1,0 +1,155 @@
+"""What a check is, and the context it runs in: a case, its arrays, its float64 truth, its tolerances."""
+from __future__ import annotations
+
+import dataclasses
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from normspec.derive import variants
+from normspec.derive.dtypes import DTYPES
+from normspec.verify.cases.case import Case, round_to
+from normspec.verify.implementations.base import Implementation
+from normspec.verify.truth import definition
+from normspec.verify.truth.tolerance import Comparison, policy
+
+
+class GroupView:
+    """Per-group arithmetic on x-shaped arrays, through the case's layout."""
+
+    def __init__(self, case: Case):
+        self.case, self.layout = case, case.layout
+
+    def work(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(a).reshape(self.layout.work_shape)
+
+    def back(self, a: np.ndarray) -> np.ndarray:
+        """A work-shaped (or keepdims per-group) array in the caller's shape x.shape."""
+        a = np.asarray(a)
+        if a.shape == self.case.shape:
+            return a
+        return np.broadcast_to(a, self.layout.work_shape).reshape(self.case.shape)
+
+    def max(self, a) -> np.ndarray:
+        return self.back(np.max(np.abs(self.work(a)), axis=self.layout.group_dims, keepdims=True))
+
+    def mean(self, a) -> np.ndarray:
+        """Per-group mean, keepdims in the work shape."""
+        return np.mean(self.work(a), axis=self.layout.group_dims, keepdims=True)
+
+    def param(self, p: np.ndarray | None, default: float) -> np.ndarray:
+        if p is None:
+            return np.full(self.case.shape, default)
+        return self.back(np.reshape(p, self.layout.param_shape))
+
+    def affine_sum(self, a) -> np.ndarray:
+        summed = np.sum(self.work(a), axis=self.layout.affine_dims, keepdims=True)
+        return summed.reshape(self.layout.weight_shape)
+
+    def kappa(self, x: np.ndarray, var: np.ndarray) -> np.ndarray:
+        spread = np.sqrt(np.broadcast_to(var, self.layout.stats_shape) + self.case.effective_eps)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = 1 + np.max(np.abs(self.work(x)), axis=self.layout.group_dims, keepdims=True) / spread
+        return self.back(np.where(np.isfinite(k), k, 1.0))
+
+
+# The case a check actually ran (checks adapt the drawn case: affine off, constant values,
+# one sample...); the battery reports it as the minimal case, so that it replays as shown.
+effective_case: ContextVar[Case | None] = ContextVar("effective_case", default=None)
+
+
+@dataclass
+class Context:
+    """A case with its arrays and float64 truth, and the tolerances derived from them."""
+
+    case: Case
+    arrays: dict
+    truth: definition.Truth
+    view: GroupView = field(init=False)
+
+    def __post_init__(self):
+        self.view = GroupView(self.case)
+        if effective_case.get() is None:
+            effective_case.set(self.case)
+
+    @classmethod
+    def of(cls, case: Case) -> "Context":
+        arrays = case.arrays()
+        return cls(case, arrays, definition.truth(case, arrays))
+
+    @property
+    def group_size(self) -> int:
+        return self.case.layout.group_size
+
+    def statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, biased var) of each group in the work shape, float64; given ones in eval."""
+        if self.case.given_statistics:
+            shape = self.case.layout.param_shape
+            return self.arrays["running_mean"].reshape(shape), self.arrays["running_var"].reshape(shape)
+        x = self.view.work(self.arrays["x"])
+        mean = self.view.mean(x) if self.case.centered else np.zeros(self.case.layout.stats_shape)
+        return mean, self.view.mean((x - mean) ** 2)
+
+    def var(self) -> np.ndarray:
+        return self.statistics()[1]
+
+    def kappa(self) -> np.ndarray:
+        return self.view.kappa(self.arrays["x"], self.var())
+
+    def xhat(self) -> np.ndarray:
+        mean, var = self.statistics()
+        return self.view.back((self.view.work(self.arrays["x"]) - mean) / np.sqrt(var + self.case.effective_eps))
+
+    def rstd(self) -> np.ndarray:
+        return self.view.back(1 / np.sqrt(self.var() + self.case.effective_eps))
+
+    def representable_groups(self) -> np.ndarray:
+        """Groups whose true dx fits the dtype (r * h can honestly overflow float16)."""
+        fits = np.isfinite(round_to(self.truth.dx, self.case.dtype))
+        return np.all(self.view.work(fits), axis=self.case.layout.group_dims, keepdims=True)
+
+    def policy_y(self, dtype: str | None = None):
+        gamma = self.view.param(self.arrays["weight"], 1.0)
+        beta = self.view.param(self.arrays["bias"], 0.0)
+        # xhat's rounding error is absolute (xhat is O(1)), hence the 1 + |xhat|
+        magnitude = np.abs(gamma) * (1 + self.view.max(self.xhat())) + np.abs(beta)
+        return policy(dtype or self.case.dtype, self.group_size, magnitude, self.kappa())
+
+    def policy_dx(self):
+        h = self.view.param(self.arrays["weight"], 1.0) * self.arrays["grad_out"]
+        magnitude = self.view.max(self.rstd() * np.abs(h)) * (1 + self.view.max(self.xhat()))
+        return policy(self.case.dtype, self.group_size, magnitude, self.kappa())
+
+    def policy_param(self, terms: np.ndarray):
+        """For sums over the affine axes of ``terms`` (g * xhat for dweight, g for dbias)."""
+        length = int(np.prod([self.case.layout.work_shape[d] for d in self.case.layout.affine_dims]))
+        kappa = float(np.max(self.kappa()))
+        return policy(self.case.dtype, max(length, self.group_size), self.view.affine_sum(np.abs(terms)), kappa)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    kind: str  # 'oracle', 'invariant' or 'identity'
+    description: str
+    run: Callable[[Implementation, Case], list[Comparison]]
+    variants: tuple[str, ...] = variants.NAMES
+    dtypes: tuple[str, ...] = DTYPES
+    needs_gradients: bool = False
+    needs: tuple[str, ...] = ()  # other variants the implementation must provide
+    case_options: dict = field(default_factory=dict)  # constraints for verify.strategies.cases
+
+    def skip(self, impl: Implementation, variant: str, dtype: str) -> str | None:
+        """Why this check does not run for (impl, variant, dtype), or None."""
+        if variant not in self.variants:
+            return f"does not apply to {variant}"
+        if dtype not in self.dtypes:
+            return f"runs in {', '.join(self.dtypes)} only"
+        for reason in [impl.unsupported(variant, dtype), *(impl.unsupported(v, dtype) for v in self.needs)]:
+            if reason:
+                return reason
+        if self.needs_gradients and not impl.has_gradients(variant):
+            return f"{impl.name} is forward-only (no autograd, no backward given)"
+        return None

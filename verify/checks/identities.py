@@ -1,0 +1,127 @@
+"""Cross-variant identities: one variant equals another on suitable inputs."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from normspec.derive import variants
+from normspec.verify.cases.case import Case, round_to
+from normspec.verify.cases.strategies import accepted_shape
+from normspec.verify.checks.base import Check, Context, GroupView
+from normspec.verify.implementations.base import Implementation
+from normspec.verify.truth import definition
+from normspec.verify.truth.tolerance import Comparison, compare, exact, policy
+
+
+def _other(relation: str) -> str:
+    return variants.RELATIONS[relation].other
+
+
+def _run_other(impl: Implementation, case: Case, arrays: dict) -> np.ndarray:
+    return impl.run(case, arrays, gradients=False).y
+
+
+def check_group_norm_one_group(impl: Implementation, case: Case) -> list[Comparison]:
+    """group_norm(G=1) = layer_norm over (C, *S), then the per-channel affine."""
+    case = dataclasses.replace(case, num_groups=1)
+    ctx = Context.of(case)  # group_norm(G=1)
+    y_gn = _run_other(impl, case, ctx.arrays)
+    ln = Case(_other("group_norm_one_group"), case.shape, case.dtype, eps=case.eps, affine=False,
+              normalized_ndim=len(case.shape) - 1, memory=case.memory, seed=case.seed)
+    y_ln = _run_other(impl, ln, dict(ctx.arrays, weight=None, bias=None))
+    w = ctx.view.param(ctx.arrays["weight"], 1.0)
+    b = ctx.view.param(ctx.arrays["bias"], 0.0)
+    tol = ctx.policy_y()
+    return [compare("group_norm(G=1) - affine(layer_norm)", y_gn, y_ln * w + b,
+                    dataclasses.replace(tol, magnitude=2 * tol.magnitude))]
+
+
+def check_group_norm_all_groups(impl: Implementation, case: Case) -> list[Comparison]:
+    """group_norm(G=C) = instance_norm."""
+    inorm = dataclasses.replace(case, variant=_other("group_norm_all_groups"), running=False)
+    shape = accepted_shape(inorm)
+    case, inorm = (dataclasses.replace(c, shape=shape, num_groups=shape[1]) for c in (case, inorm))
+    ctx = Context.of(case)
+    tol = ctx.policy_y()
+    return [compare("group_norm(G=C) - instance_norm", _run_other(impl, case, ctx.arrays),
+                    _run_other(impl, inorm, ctx.arrays), dataclasses.replace(tol, magnitude=2 * tol.magnitude))]
+
+
+def check_rms_is_layer_norm_on_zero_mean(impl: Implementation, case: Case) -> list[Comparison]:
+    """rms_norm = layer_norm (no bias) on input whose groups have mean exactly zero."""
+    case = dataclasses.replace(case, values="exact")
+    arrays = case.arrays()
+    view = GroupView(case)
+    zero_mean = view.back(view.work(arrays["x"]) - view.mean(arrays["x"]))  # exact: few-bit pairs
+    arrays = dict(arrays, x=zero_mean, bias=None)
+    ln = dataclasses.replace(case, variant=_other("rms_is_layer_norm"), eps=case.effective_eps)
+    ctx = Context(case, arrays, definition.truth(case, arrays))
+    tol = ctx.policy_y()
+    return [compare("rms_norm - layer_norm on zero-mean x", _run_other(impl, case, arrays),
+                    _run_other(impl, ln, arrays), dataclasses.replace(tol, magnitude=2 * tol.magnitude))]
+
+
+def check_batch_norm_is_transposed_layer_norm(impl: Implementation, case: Case) -> list[Comparison]:
+    """batch_norm of (N, C) = layer_norm of its transpose over the last axis (no affine)."""
+    n, c = case.shape[0], case.shape[1]
+    case = dataclasses.replace(case, shape=(max(n, 2), c), training=True, running=False, affine=False,
+                               memory="contiguous", eps=case.eps or 1e-5)
+    ctx = Context.of(case)
+    ln = Case(_other("batch_norm_transposed"), (c, case.shape[0]), case.dtype, eps=case.eps, affine=False, seed=case.seed)
+    y_ln = _run_other(impl, ln, dict(ctx.arrays, x=ctx.arrays["x"].T.copy())).T
+    tol = ctx.policy_y()
+    return [compare("batch_norm(x) - layer_norm(x.T).T", _run_other(impl, case, ctx.arrays), y_ln,
+                    dataclasses.replace(tol, magnitude=2 * tol.magnitude))]
+
+
+def check_per_sample_independence(impl: Implementation, case: Case) -> list[Comparison]:
+    """Perturbing every other sample leaves the first sample's output unchanged."""
+    case = dataclasses.replace(case, running=False,
+                               normalized_ndim=min(case.normalized_ndim, len(case.shape) - 1))
+    ctx = Context.of(case)
+    arrays = ctx.arrays
+    moved = arrays["x"].copy()
+    moved[1:] = moved[1:] * 3 + 5
+    first = _run_other(impl, case, arrays)[:1]
+    again = _run_other(impl, case, dict(arrays, x=round_to(moved, case.dtype)))[:1]
+    tol = ctx.policy_y()
+    return [compare("sample 0 after changing samples 1..", again, first,
+                    dataclasses.replace(tol, magnitude=tol.magnitude[:1] if np.ndim(tol.magnitude) else
+                                        tol.magnitude, factor=tol.factor[:1] if np.ndim(tol.factor) else
+                                        tol.factor))]
+
+
+def check_batch_permutation(impl: Implementation, case: Case) -> list[Comparison]:
+    """batch_norm(x[p]) = batch_norm(x)[p] for a permutation p of the batch."""
+    case = dataclasses.replace(case, training=True, running=False)
+    ctx = Context.of(case)
+    perm = np.random.default_rng(case.seed + 3).permutation(case.shape[0])
+    permuted = _run_other(impl, case, dict(ctx.arrays, x=ctx.arrays["x"][perm]))
+    tol = ctx.policy_y()
+    return [compare("batch_norm(x[p]) - batch_norm(x)[p]", permuted, _run_other(impl, case, ctx.arrays)[perm],
+                    dataclasses.replace(tol, magnitude=2 * tol.magnitude[perm] if np.ndim(tol.magnitude)
+                                        else 2 * tol.magnitude,
+                                        factor=tol.factor[perm] if np.ndim(tol.factor) else tol.factor))]
+
+
+def _related(name: str) -> dict:
+    """The variants a relation check applies to and needs, from the registry's relation."""
+    relation = variants.RELATIONS[name]
+    return {"variants": (relation.variant,), "needs": (relation.other,)}
+
+
+CHECKS = (
+    Check("group_norm_one_group", "identity", "group_norm(G=1) = layer_norm over (C, *S) + affine",
+          check_group_norm_one_group, **_related("group_norm_one_group")),
+    Check("group_norm_all_groups", "identity", "group_norm(G=C) = instance_norm", check_group_norm_all_groups,
+          **_related("group_norm_all_groups"), case_options={"min_rank": 3}),
+    Check("rms_is_layer_norm", "identity", "rms_norm = layer_norm on zero-mean input",
+          check_rms_is_layer_norm_on_zero_mean, **_related("rms_is_layer_norm")),
+    Check("batch_norm_transposed", "identity", "batch_norm of (N, C) = layer_norm of the transpose",
+          check_batch_norm_is_transposed_layer_norm, **_related("batch_norm_transposed")),
+    Check("per_sample_independence", "identity", "other samples do not change a sample's output",
+          check_per_sample_independence, variants=variants.matching(lambda v: v.per_sample)),
+    Check("batch_permutation", "identity", "batch_norm is equivariant under permuting the batch",
+          check_batch_permutation, variants=variants.matching(lambda v: not v.per_sample), case_options={"training": True}),
+)

@@ -1,0 +1,141 @@
+"""Oracle checks: the implementation against independent truths (the plain definition by autograd,
+finite differences of its own forward, 50-digit mpmath), running statistics, determinism."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from normspec.derive import variants
+from normspec.verify.cases.case import Case, round_to
+from normspec.verify.checks.base import Check, Context, GroupView
+from normspec.verify.implementations.base import Implementation
+from normspec.verify.truth import definition
+from normspec.verify.truth.high_precision import high_precision
+from normspec.verify.truth.tolerance import Comparison, compare, exact, policy
+
+
+def check_forward(impl: Implementation, case: Case) -> list[Comparison]:
+    ctx = Context.of(case)
+    got = impl.run(case, ctx.arrays, gradients=False)
+    return [compare("y", got.y, ctx.truth.y, ctx.policy_y())]
+
+
+def check_backward(impl: Implementation, case: Case) -> list[Comparison]:
+    ctx = Context.of(case)
+    got = impl.run(case, ctx.arrays)
+    comparisons = [compare("dx", got.dx, ctx.truth.dx, ctx.policy_dx())]
+    g, xhat = ctx.arrays["grad_out"], ctx.xhat()
+    if case.affine:
+        comparisons.append(compare("dweight", got.dweight, ctx.truth.dweight, ctx.policy_param(g * (1 + np.abs(xhat)))))
+    if case.has_bias:
+        comparisons.append(compare("dbias", got.dbias, ctx.truth.dbias, ctx.policy_param(g)))
+    return comparisons
+
+
+def check_running_stats(impl: Implementation, case: Case) -> list[Comparison]:
+    case = dataclasses.replace(case, running=True, training=True)
+    ctx = Context.of(case)
+    got = impl.run(case, ctx.arrays, gradients=False)
+    magnitude_mean = np.abs(ctx.arrays["running_mean"]) + float(np.max(np.abs(ctx.arrays["x"])))
+    magnitude_var = np.abs(ctx.arrays["running_var"]) + float(np.max(ctx.var())) * 2
+    tol_mean = policy(case.dtype, ctx.group_size, magnitude_mean, float(np.max(ctx.kappa())))
+    tol_var = policy(case.dtype, ctx.group_size, magnitude_var, float(np.max(ctx.kappa())))
+    return [compare("running_mean", got.running_mean, ctx.truth.running_mean, tol_mean),
+            compare("running_var", got.running_var, ctx.truth.running_var, tol_var)]
+
+
+def check_deterministic(impl: Implementation, case: Case) -> list[Comparison]:
+    """Two identical calls give bit-identical results (forward and gradients)."""
+    ctx = Context.of(case)
+    first, second = impl.run(case, ctx.arrays), impl.run(case, ctx.arrays)
+    comparisons = []
+    for name in ("y", "dx", "dweight", "dbias", "running_mean", "running_var"):
+        a, b = getattr(first, name), getattr(second, name)
+        if a is None or b is None:
+            continue
+        comparisons.append(compare(f"{name}: second call - first call", b, a, exact(case.dtype, np.shape(a))))
+    return comparisons
+
+
+def check_eval_running_unchanged(impl: Implementation, case: Case) -> list[Comparison]:
+    """batch_norm in eval mode reads the running statistics and must not update them."""
+    case = dataclasses.replace(case, training=False, running=False)
+    ctx = Context.of(case)
+    got = impl.run(case, ctx.arrays, gradients=False)
+    zero = exact(case.dtype, ctx.arrays["running_mean"].shape)
+    return [compare("running_mean after eval", got.running_mean, ctx.arrays["running_mean"], zero),
+            compare("running_var after eval", got.running_var, ctx.arrays["running_var"], zero)]
+
+
+def check_finite_differences(impl: Implementation, case: Case) -> list[Comparison]:
+    """The implementation's VJP against central differences of its own forward (float64),
+    on every element for small cases and on random directions otherwise."""
+    ctx = Context.of(case)
+    got = impl.run(case, ctx.arrays)
+    g = ctx.arrays["grad_out"]
+    rng = np.random.default_rng(case.seed + 1)
+    targets = [("x", got.dx)] + ([("weight", got.dweight)] if case.affine else []) + \
+        ([("bias", got.dbias)] if case.has_bias else [])
+    spread = float(np.min(np.sqrt(ctx.var() + case.effective_eps)))
+    noise = float(np.sum(np.abs(g) * (np.abs(ctx.truth.y) + 1))) * float(np.max(ctx.kappa()))
+    comparisons = []
+    for name, analytic in targets:
+        base = ctx.arrays[name]
+        directions = _directions(base.shape, rng)
+        estimates, claimed, bounds = [], [], []
+        for direction in directions:
+            def loss(t, direction=direction):
+                moved = dict(ctx.arrays, **{name: base + t * direction})
+                return float(np.sum(g * impl.run(case, moved, gradients=False).y))
+            # steps on the scale that moves y: x's spread per group, the parameters' size
+            scale = spread if name == "x" else float(np.max(np.abs(base))) + 1.0
+            fd = definition.directional_fd(loss, scale, noise)
+            estimates.append(fd.estimate)
+            claimed.append(float(np.sum(analytic * direction)))
+            bounds.append(fd.error_bound)
+        tol = policy("float64", ctx.group_size, np.array(bounds) / (2.0**-52), 1.0)
+        tol = dataclasses.replace(tol, factor=np.full(len(bounds), 10 * 2.0**-52), rtol=1e-7)
+        comparisons.append(compare(f"d{name} . u (finite differences)", claimed, estimates, tol))
+    return comparisons
+
+
+def _directions(shape: tuple[int, ...], rng: np.random.Generator) -> list[np.ndarray]:
+    size = int(np.prod(shape))
+    if size <= 24:  # the full VJP: one unit direction per element
+        return [np.eye(size)[i].reshape(shape) for i in range(size)]
+    return [rng.standard_normal(shape) for _ in range(6)]
+
+
+def check_mpmath(impl: Implementation, case: Case) -> list[Comparison]:
+    """Forward and VJP against a 50-digit mpmath evaluation of the plain definition."""
+    ctx = Context.of(case)
+    got = impl.run(case, ctx.arrays)
+    a = ctx.arrays
+    exact = high_precision(case.layout, a["x"], a["weight"], a["bias"], a["grad_out"], eps=case.effective_eps,
+                           centered=case.centered,
+                           given_mean=a["running_mean"] if case.given_statistics else None,
+                           given_var=a["running_var"] if case.given_statistics else None)
+    comparisons = [compare("y vs mpmath", got.y, exact.y, ctx.policy_y())]
+    if got.dx is not None:
+        comparisons.append(compare("dx vs mpmath", got.dx, exact.dx, ctx.policy_dx()))
+    return comparisons
+
+
+CHECKS = (
+    Check("forward", "oracle", "y against the plain definition (float64 torch)", check_forward),
+    Check("backward", "oracle", "dx, dweight, dbias against autograd of the plain definition", check_backward,
+          needs_gradients=True),
+    Check("running_stats", "oracle", "running mean/var update (momentum, unbiased variance)",
+          check_running_stats, variants=variants.matching(lambda v: v.running is not None), case_options={"training": True}),
+    Check("deterministic", "oracle", "two identical calls give bit-identical results", check_deterministic,
+          case_options={"max_numel": 512}),
+    Check("eval_running_unchanged", "oracle", "eval mode leaves the running statistics untouched",
+          check_eval_running_unchanged, variants=variants.matching(lambda v: v.running is not None and v.running.eval_drawn),
+          case_options={"training": False}),
+    Check("finite_differences", "oracle", "VJP against central differences of the forward", check_finite_differences,
+          dtypes=("float64",), needs_gradients=True,
+          case_options={"max_numel": 48, "value_kinds": ("normal", "outlier", "gamma_mixed", "offset", "tiny")}),
+    Check("mpmath", "oracle", "forward and dx against 50-digit mpmath (ULP error)", check_mpmath,
+          dtypes=("float64",), case_options={"max_numel": 96}),
+)

@@ -1,0 +1,23 @@
+"""The implementations normspec ships, by name: its two references and torch's own ops."""
+from __future__ import annotations
+
+import torch.nn.functional
+
+from normspec.derive import variants
+from normspec.derive.errors import require
+from normspec.reference import numpy_ref, torch_ref
+from normspec.verify.implementations.base import Implementation
+
+BUILTIN = ("numpy_ref", "torch_ref", "torch_native")
+
+
+def builtin(name: str) -> Implementation:
+    """'numpy_ref' (with its hand-off ``*_backward``), 'torch_ref' or 'torch_native'
+    (torch.nn.functional), for every variant of the registry."""
+    require(name in BUILTIN, "implementation", name, f"one of {', '.join(BUILTIN)}")
+    if name == "numpy_ref":
+        return Implementation(name, {v: getattr(numpy_ref, v) for v in variants.NAMES}, array="numpy",
+                              gradients="backward",
+                              backwards={v: getattr(numpy_ref, f"{v}_backward") for v in variants.NAMES})
+    module = torch_ref if name == "torch_ref" else torch.nn.functional
+    return Implementation(name, {v: getattr(module, v) for v in variants.NAMES})
