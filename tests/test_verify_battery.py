@@ -1,7 +1,7 @@
 """The battery passes on both generated references and on torch's native ops (CPU).
 
 torch's native ops fail some checks for genuine reasons; those are named, explained
-deviations (verify.expected), and every one of them must still be observed, so the
+deviations (normspec.verify.running.deviations), and every one of them must still be observed, so the
 list stays honest: each entry is explained, and the report warns about entries that
 did not trip in a run.
 """

@@ -16,7 +16,7 @@ def test_compare_records_the_worst_element():
     tol = policy("float64", 2, np.ones(3), 1.0)
     result = compare("y", [1.0, 2.0, 3.5], [1.0, 2.0, 3.0], tol)
     assert not result.ok and result.worst_index == (2,) and result.max_abs == 0.5
-    assert result.actual == 3.5 and result.expected == 3.0
+    assert result.actual == 3.5 and result.true_value == 3.0
 
 
 def test_compare_shape_mismatch_and_nan_fail():

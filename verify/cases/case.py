@@ -29,9 +29,11 @@ VALUE_KINDS = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma
 
 @dataclass(frozen=True)
 class Case:
-    """One call. ``normalized_ndim`` is used by layer_norm/rms_norm, ``num_groups`` by
-    group_norm, ``training`` by batch_norm (False: eval with running statistics);
-    ``eps=None`` is rms_norm's machine epsilon of the dtype."""
+    """One call. The configuration fields a variant uses are the settings of its registry
+    record (``normalized_ndim``, ``num_groups``, ``training``: False normalizes with the
+    running statistics); ``running`` and ``momentum`` apply to variants with running
+    statistics; ``eps=None`` (where the signature allows it) is the machine epsilon of the
+    compute dtype."""
 
     variant: str
     shape: tuple[int, ...]
@@ -41,7 +43,7 @@ class Case:
     normalized_ndim: int = 1
     num_groups: int = 1
     training: bool = True
-    running: bool = False  # batch_norm/instance_norm training: also check the running-stat update
+    running: bool = False  # with batch statistics: also check the running-statistics update
     momentum: float = 0.1
     memory: str = "contiguous"
     values: str = "normal"

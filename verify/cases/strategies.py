@@ -1,9 +1,11 @@
 """Hypothesis strategies for cases, in hypothesis' own style.
 
-``cases(variant, dtype)`` draws a :class:`verify.case.Case`: shape, configuration,
-eps, affine, memory layout, value kind and seed; the tensor values come from the
-seed. Examples shrink towards small shapes of the first side sizes (1, 2, 3), eps =
-1e-5, contiguous memory, standard-normal values, seed 0.
+``cases(variant, dtype)`` draws a :class:`normspec.verify.cases.case.Case`: shape, the
+configuration (the settings of the variant's registry record, each from the values it
+allows for the shape), eps, affine, memory layout, value kind and seed; the tensor
+values come from the seed. Examples shrink towards small shapes of the first side sizes
+(1, 2, 3), the first value of each setting, eps = 1e-5, contiguous memory,
+standard-normal values, seed 0.
 """
 from __future__ import annotations
 

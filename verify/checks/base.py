@@ -1,7 +1,6 @@
 """What a check is, and the context it runs in: a case, its arrays, its float64 truth, its tolerances."""
 from __future__ import annotations
 
-import dataclasses
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Callable

@@ -11,7 +11,7 @@ from normspec.verify.cases.strategies import accepted_shape
 from normspec.verify.checks.base import Check, Context, GroupView
 from normspec.verify.implementations.base import Implementation
 from normspec.verify.truth import definition
-from normspec.verify.truth.tolerance import Comparison, compare, exact, policy
+from normspec.verify.truth.tolerance import Comparison, compare
 
 
 def _other(relation: str) -> str:

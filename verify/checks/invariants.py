@@ -19,13 +19,13 @@ def _batch_statistics(case: Case) -> Case:
     return dataclasses.replace(case, training=True, running=False)
 
 
-def _plain_case(case: Case) -> Case:
+def _xhat_only(case: Case) -> Case:
     """The case with batch statistics and without affine parameters: the output is xhat itself."""
     return dataclasses.replace(_batch_statistics(case), affine=False)
 
 
 def check_mean_zero(impl: Implementation, case: Case) -> list[Comparison]:
-    ctx = Context.of(_plain_case(case))
+    ctx = Context.of(_xhat_only(case))
     xhat = impl.run(ctx.case, ctx.arrays, gradients=False).y
     tol = ctx.policy_y()
     return [compare("mean(xhat) over the group", ctx.view.mean(xhat), np.zeros(ctx.case.layout.stats_shape),
@@ -35,7 +35,7 @@ def check_mean_zero(impl: Implementation, case: Case) -> list[Comparison]:
 
 def check_second_moment(impl: Implementation, case: Case) -> list[Comparison]:
     """mean(xhat^2) = var / (var + eps) (RMS: mean(x^2) / (mean(x^2) + eps))."""
-    ctx = Context.of(_plain_case(case))
+    ctx = Context.of(_xhat_only(case))
     xhat = impl.run(ctx.case, ctx.arrays, gradients=False).y
     var = ctx.var()
     expected = np.broadcast_to(var / (var + ctx.case.effective_eps), ctx.case.layout.stats_shape)
@@ -74,7 +74,10 @@ def _single_group_per_parameter(case: Case) -> Case:
     samples = case.record.natural.samples(len(case.shape), case.arguments())
     shape = tuple(1 if d in samples else n for d, n in enumerate(case.shape))
     single = dataclasses.replace(case, shape=shape)
-    return dataclasses.replace(single, shape=accepted_shape(single))
+    grown = accepted_shape(single)
+    if any(grown[d] != 1 for d in samples):  # growing the batch would add a sample: add a spatial axis
+        grown = (*shape, 2)
+    return dataclasses.replace(single, shape=grown)
 
 
 def _relational(impl: Implementation, case: Case, arrays_b: dict, name: str,
@@ -94,7 +97,7 @@ def _relational(impl: Implementation, case: Case, arrays_b: dict, name: str,
 
 
 def check_shift_invariance(impl: Implementation, case: Case) -> list[Comparison]:
-    case = _plain_case(case)
+    case = _xhat_only(case)
     x = case.arrays()["x"]
     shift = 2.0 ** np.round(np.log2(np.max(np.abs(x)) + 1e-30))
     return _relational(impl, case, dict(case.arrays(), x=x + shift), f"f(x + {shift:g}) - f(x)")
@@ -102,7 +105,7 @@ def check_shift_invariance(impl: Implementation, case: Case) -> list[Comparison]
 
 def check_bias_cancels(impl: Implementation, case: Case) -> list[Comparison]:
     """A bias constant within each group (a Linear/conv bias before the norm) cancels."""
-    case = _plain_case(case)
+    case = _xhat_only(case)
     arrays = case.arrays()
     view = GroupView(case)
     rng = np.random.default_rng(case.seed + 2)
@@ -112,7 +115,7 @@ def check_bias_cancels(impl: Implementation, case: Case) -> list[Comparison]:
 
 def check_scale_invariance(impl: Implementation, case: Case) -> list[Comparison]:
     """f(a x; a^2 eps) = f(x; eps) for a power of two a > 0 (exact scaling of the inputs)."""
-    case = _plain_case(case)
+    case = _xhat_only(case)
     if case.eps is None:
         case = dataclasses.replace(case, eps=case.effective_eps)
     compute_max = dtypes.largest(dtypes.compute_dtype(case.dtype))

@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 
 from normspec.derive import variants
-from normspec.verify.cases.case import Case, round_to
-from normspec.verify.checks.base import Check, Context, GroupView
+from normspec.verify.cases.case import Case
+from normspec.verify.checks.base import Check, Context
 from normspec.verify.implementations.base import Implementation
 from normspec.verify.truth import definition
 from normspec.verify.truth.high_precision import high_precision

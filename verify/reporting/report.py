@@ -47,17 +47,17 @@ def table(battery: BatteryReport) -> Table:
 
 
 def details(battery: BatteryReport, console: Console) -> None:
-    """Failures with their minimal case and reproduction; expected deviations; why checks were skipped."""
+    """Failures with their minimal case and reproduction; expected failures (known deviations); why checks were skipped."""
     for r in battery.by_status(FAILED):
         console.print(f"[red]FAILED[/red] {battery.implementation} {r.id}: {r.reason}")
         if r.case is not None:
             console.print(f"  minimal case: {r.case.short()}")
             console.print(f"  reproduce:    {f'normspec repro {r.repro_path}' if r.repro_path else r.reproduction()}")
     for r in battery.by_status(EXPECTED):
-        console.print(f"[yellow]expected[/yellow] {battery.implementation} {r.id}: {r.reason}")
+        console.print(f"[yellow]expected failure[/yellow] {battery.implementation} {r.id}: {r.reason}")
     stale = battery.stale_expectations()
     if stale:
-        console.print(f"[yellow]warning[/yellow]: {len(stale)} expected deviations of {battery.implementation} "
+        console.print(f"[yellow]warning[/yellow]: {len(stale)} known deviations or listed expected failures of {battery.implementation} "
                       f"ran and passed this run (the case that trips them was not drawn, or the entry is "
                       f"stale): {', '.join(stale)}")
     reasons = sorted({r.reason for r in battery.by_status(SKIPPED) if not r.reason.startswith("does not apply")})
@@ -159,7 +159,7 @@ def _check_dict(r: CheckReport) -> dict:
         w = r.worst
         worst = {"quantity": w.quantity, "max_abs": _finite(w.max_abs), "max_rel": _finite(w.max_rel),
                  "max_ulp": _finite(w.max_ulp), "index": list(w.worst_index), "actual": _finite(w.actual),
-                 "expected": _finite(w.expected), "allowed": _finite(w.allowed), "ratio": _finite(w.worst_ratio),
+                 "true_value": _finite(w.true_value), "allowed": _finite(w.allowed), "ratio": _finite(w.worst_ratio),
                  "tolerance": w.tolerance}
     return {"id": r.id, "check": r.check, "dtype": r.dtype, "status": r.status, "examples": r.examples,
             "seconds": round(r.seconds, 3), "reason": r.reason, "worst": worst,

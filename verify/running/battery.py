@@ -3,8 +3,9 @@
 ``run_battery(impl)`` runs each (variant, dtype, check) as one hypothesis search over
 cases (``verify.strategies.cases``) and records, per check: status, the worst
 comparison, the examples tried, and, on failure, the minimal case with a one-line
-reproduction. Expected deviations of an implementation are named and explained in
-``normspec.verify.running.deviations`` and reported as expected failures; they never loosen a check for anyone else.
+reproduction. Known deviations of an implementation are named and explained in
+``normspec.verify.running.deviations`` and reported as expected failures; they never loosen a
+check for anyone else.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Named, explained expected deviations of the implementations normspec ships with.
+"""Known deviations: named, explained limits of the implementations normspec ships with.
 
 A deviation marks a genuine limit of one implementation, found by the battery and
 confirmed by hand, never a loosened check: the check still runs for everyone, and for

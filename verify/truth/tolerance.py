@@ -87,7 +87,7 @@ class Comparison:
     worst_index: tuple[int, ...]
     worst_ratio: float  # error / allowed at the worst element (<= 1 passes)
     actual: float
-    expected: float
+    true_value: float
     allowed: float
     tolerance: str
     note: str = ""
@@ -97,7 +97,7 @@ class Comparison:
             return f"{self.quantity}: {self.note}"
         return (f"{self.quantity}: max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, "
                 f"max ulp {self.max_ulp:.3g}; worst at {self.worst_index}: got {self.actual!r}, "
-                f"expected {self.expected!r}, allowed {self.allowed:.3g} [{self.tolerance}]")
+                f"true {self.true_value!r}, allowed {self.allowed:.3g} [{self.tolerance}]")
 
 
 def compare(quantity: str, actual, truth, tol: Policy) -> Comparison:
