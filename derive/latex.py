@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import re
 
+import markdown
 import sympy as sp
+from latex2mathml.converter import convert
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE
 
@@ -72,8 +74,6 @@ def formulas(markdown_text: str) -> list[tuple[str, str]]:
 
 def to_mathml(tex: str, *, display: bool) -> str:
     """MathML for one formula; raises ValueError when latex2mathml leaves a command unconverted."""
-    from latex2mathml.converter import convert
-
     mathml = convert(tex, display="block" if display else "inline")
     if "\\" in mathml:
         raise ValueError(f"latex2mathml left a command unconverted in {tex!r}: {mathml}")
@@ -82,8 +82,6 @@ def to_mathml(tex: str, *, display: bool) -> str:
 
 def markdown_to_html(markdown_text: str) -> str:
     """The HTML body of a page: Markdown (tables, fenced code, heading ids) with MathML math."""
-    import markdown
-
     rendered: list[str] = []
 
     def stash(mathml: str, kind: str) -> str:

@@ -1,7 +1,9 @@
 """The spec docs are fresh, render (every formula parses, the HTML is MathML), have every
-section, state the derivation hash, and their Jacobian is the derivative of the forward."""
+section, state the derivation hash, and their Jacobian is the derivative of the forward;
+the generator keeps its prose and style in files, not in Python strings."""
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import json
@@ -14,7 +16,9 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from normspec.derive import codegen, docs, latex, spec, symbolic as sym
+from normspec import docs
+from normspec.derive import codegen, latex, outputs, symbolic as sym, variants
+from normspec.docs import battery_data, figures, generate, mathematics, pages, prose, statements
 
 # The sections issue 5 asks of every variant page, in its words.
 REQUIRED_VARIANT_SECTIONS = (
@@ -32,7 +36,7 @@ REQUIRED_VARIANT_SECTIONS = (
 
 @pytest.fixture(scope="module")
 def files() -> dict:
-    return {f.path: f.content for f in docs.generated_files()}
+    return {f.path: f.content for f in generate.generated_files()}
 
 
 def _pages(files: dict, suffix: str) -> dict[str, str]:
@@ -43,13 +47,15 @@ def test_docs_are_fresh(capsys):
     assert docs.run(check=True) == 0, capsys.readouterr().out
 
 
+def _cached(files: dict, moved=lambda path: path) -> list[outputs.GeneratedFile]:
+    return [outputs.GeneratedFile(moved(path), content) for path, content in files.items()]
+
+
 def test_check_names_stale_and_stray_files(tmp_path, monkeypatch, capsys, files):
-    moved = {path: tmp_path / path.relative_to(docs.DOCS_DIR) for path in files}
-    cached = [docs.BinaryFile(moved[p], c) if isinstance(c, bytes) else codegen.GeneratedFile(moved[p], c)
-              for p, c in files.items()]
-    monkeypatch.setattr(docs, "generated_files", lambda records=None: list(cached))
-    monkeypatch.setattr(docs, "SPEC_DIR", tmp_path / "spec")
-    monkeypatch.setattr(docs, "SITE_DIR", tmp_path / "site")
+    cached = _cached(files, lambda path: tmp_path / path.relative_to(generate.DOCS_DIR))
+    monkeypatch.setattr(generate, "generated_files", lambda records=None: list(cached))
+    monkeypatch.setattr(generate, "SPEC_DIR", tmp_path / "spec")
+    monkeypatch.setattr(generate, "SITE_DIR", tmp_path / "site")
     assert docs.run() == 0
     assert docs.run(check=True) == 0
     (tmp_path / "spec" / "layer_norm.md").write_text("edited by hand\n")
@@ -62,10 +68,40 @@ def test_check_names_stale_and_stray_files(tmp_path, monkeypatch, capsys, files)
     assert "not generated: " in out and "old_page.html" in out
 
 
+def test_check_reports_a_stray_file_in_docs_spec(monkeypatch, capsys, files):
+    """The real docs/spec: a page generation does not produce (left over, or added by hand) fails --check."""
+    monkeypatch.setattr(generate, "generated_files", lambda records=None: _cached(files))
+    stray = generate.SPEC_DIR / "stray_page_for_test.md"
+    assert not stray.exists()
+    try:
+        stray.write_text("# not generated\n")
+        assert docs.run(check=True) == 1
+        out = capsys.readouterr().out
+        assert f"not generated: {stray.relative_to(codegen.ROOT)}" in out
+    finally:
+        stray.unlink(missing_ok=True)
+
+
+def test_with_battery_records_the_run_and_draws_it(tmp_path, monkeypatch, capsys):
+    """``normspec docs --with-battery`` writes docs/verification.json and the battery picture from the run."""
+    records = [{"implementation": "numpy_ref", "variant": v, "dtype": "float64", "check": "forward",
+                "status": "passed", "max_abs": 1e-16, "worst_ratio": 0.01, "examples": 8} for v in variants.NAMES]
+    monkeypatch.setattr(battery_data, "battery_figure_data", lambda: [dict(r) for r in records])
+    monkeypatch.setattr(battery_data, "VERIFICATION_JSON", tmp_path / "verification.json")
+    for name in ("SPEC_DIR", "IMG_DIR", "SITE_DIR"):
+        monkeypatch.setattr(generate, name, tmp_path / getattr(generate, name).relative_to(generate.DOCS_DIR))
+    assert docs.run(with_battery=True) == 0
+    assert battery_data.read_verification(tmp_path / "verification.json") == records
+    assert (tmp_path / "spec" / "img" / "battery.png").read_bytes().startswith(b"\x89PNG")
+    assert "| numpy_ref | 5 | 0 | 0 | 0 |" in (tmp_path / "spec" / "index.md").read_text()
+    capsys.readouterr()
+    assert docs.run(check=True, with_battery=True) == 0, capsys.readouterr().out
+
+
 def test_write_touches_only_changed_files(tmp_path):
-    files = [docs.BinaryFile(tmp_path / "a.png", b"\x89PNG"), codegen.GeneratedFile(tmp_path / "a.md", "# a\n")]
-    assert sorted(docs.write(files)) == sorted(f.path for f in files)
-    assert docs.write(files) == []
+    files = [outputs.GeneratedFile(tmp_path / "a.png", b"\x89PNG"), outputs.GeneratedFile(tmp_path / "a.md", "# a\n")]
+    assert sorted(outputs.write(files)) == sorted(f.path for f in files)
+    assert outputs.write(files) == []
 
 
 def test_every_formula_parses(files):
@@ -80,7 +116,7 @@ def test_every_formula_parses(files):
 
 def test_html_is_mathml_with_no_tex_left(files):
     pages = _pages(files, ".html")
-    assert set(pages) == {"index", *spec.VARIANTS}
+    assert set(pages) == {"index", *variants.NAMES}
     for name, html in pages.items():
         assert html.count("<math") > 10, f"{name}.html has no MathML"
         assert "$" not in html, f"{name}.html has a $ math delimiter left"
@@ -89,12 +125,12 @@ def test_html_is_mathml_with_no_tex_left(files):
         assert "http://" not in html.replace('xmlns="http://www.w3.org/1998/Math/MathML"', "")
         assert "https://" not in html and "<script" not in html, f"{name}.html reaches for the network"
         for target in re.findall(r'(?:src|href)="([^"#]+)', html):
-            assert (docs.SITE_DIR / target).resolve().exists() or target.endswith(".py"), (name, target)
+            assert (generate.SITE_DIR / target).resolve().exists() or target.endswith(".py"), (name, target)
 
 
 def test_every_variant_page_has_every_section(files):
     pages = _pages(files, ".md")
-    for variant in spec.VARIANTS:
+    for variant in variants.NAMES:
         headings = re.findall(r"^## (.+)$", pages[variant], re.MULTILINE)
         missing = [s for s in REQUIRED_VARIANT_SECTIONS if s not in headings]
         assert not missing, f"{variant}.md lacks {missing}"
@@ -144,20 +180,20 @@ def test_jacobian_read_off_the_vjp_is_the_brute_force_derivative(family):
     mean = sp.Add(*xs) / n if family.centered else sp.Integer(0)
     var = sp.Add(*[(x - mean) ** 2 for x in xs]) / n
     xhat = [(x - mean) / sp.sqrt(var + sym.eps) for x in xs]
-    entry = docs.jacobian(family).total
+    entry = mathematics.jacobian(family).total
     for i in range(n):
         for j in range(n):
             brute = sp.diff(xhat[i], xs[j]).subs(sym.eps, s**2 - var)
-            derived = entry.subs({docs._element(sym.xhat, docs.I): (xs[i] - mean) / s,
-                                  docs._element(sym.xhat, docs.J): (xs[j] - mean) / s,
-                                  sym.rstd: 1 / s, docs.N: n, docs.DELTA: int(i == j)})
+            derived = entry.subs({mathematics.element(sym.xhat, mathematics.I): (xs[i] - mean) / s,
+                                  mathematics.element(sym.xhat, mathematics.J): (xs[j] - mean) / s,
+                                  sym.rstd: 1 / s, mathematics.N: n, mathematics.DELTA: int(i == j)})
             assert sp.cancel(brute - derived) == 0, (family.name, i, j)
 
 
 @pytest.mark.parametrize("family", [sym.CENTERED, sym.RMS], ids=lambda f: f.name)
 def test_jacobian_picture_matches_finite_differences(family):
-    x, eps = docs.jacobian_sample(family)
-    matrices = docs.jacobian_matrices(family, x, eps)
+    x, eps = figures.jacobian_sample(family)
+    matrices = figures.jacobian_matrices(family, x, eps)
 
     def xhat(v):
         m = v.mean() if family.centered else 0.0
@@ -171,36 +207,39 @@ def test_jacobian_picture_matches_finite_differences(family):
 
 
 def test_invariants_are_the_known_identities():
-    fact, written_out = docs.second_moment(sym.CENTERED)
+    fact, written_out = mathematics.second_moment(sym.CENTERED)
     assert sp.simplify(written_out - sym.var / (sym.var + sym.eps)) == 0
-    assert docs.identity_recovery(sym.CENTERED, sp.sqrt(sym.var + sym.eps)) == 0
-    assert docs.identity_recovery(sym.CENTERED, sym.var) != 0
-    assert docs.identity_recovery(sym.RMS, sp.sqrt(sym.var + sym.eps)) == 0
-    assert docs.group_mean_of(sym.derive(sym.CENTERED).dx, sym.CENTERED) == 0
+    assert mathematics.identity_recovery(sym.CENTERED, sp.sqrt(sym.var + sym.eps)) == 0
+    assert mathematics.identity_recovery(sym.CENTERED, sym.var) != 0
+    assert mathematics.identity_recovery(sym.RMS, sp.sqrt(sym.var + sym.eps)) == 0
+    assert mathematics.group_mean_of(sym.derive(sym.CENTERED).dx, sym.CENTERED) == 0
+    for family in (sym.CENTERED, sym.RMS):
+        assert mathematics.scale_invariant(family)
+    assert mathematics.gradient_sums(sym.CENTERED)[0] == 0 and mathematics.gradient_sums(sym.RMS)[0] != 0
 
 
 def test_verification_report_is_drawn(tmp_path):
     records = [{"implementation": impl, "variant": v, "dtype": d, "check": "forward", "status": status,
                 "max_abs": value}
-               for impl in ("numpy_ref", "torch_native") for v in spec.VARIANTS
+               for impl in ("numpy_ref", "torch_native") for v in variants.NAMES
                for d, status, value in (("float64", "passed", 1e-16), ("float32", "failed", 3e-7),
                                         ("bfloat16", "skipped", None))]
     path = tmp_path / "verification.json"
     path.write_text(json.dumps(records))
-    assert docs.read_verification(path) == records
-    assert docs.read_verification(tmp_path / "absent.json") is None
-    assert docs.battery_figure(records).startswith(b"\x89PNG")
-    page = docs.index_page(records)
+    assert battery_data.read_verification(path) == records
+    assert battery_data.read_verification(tmp_path / "absent.json") is None
+    assert figures.battery_figure(records).startswith(b"\x89PNG")
+    page = pages.index_page(records)
     assert "img/battery.png" in page and "| torch_native | 5 | 5 | 0 | 5 |" in page
-    table = docs.variant_page("layer_norm", records)
+    table = pages.variant_page(variants.get("layer_norm"), records)
     assert "| numpy_ref | float64 | — | 1.00e-16 | 1 | 0 | 0 | 0 |" in table
     assert "| numpy_ref | float32 | — | — | 0 | 1 | 0 | 0 |" in table  # a failure's error is no max
     with_ratio = [dict(r, worst_ratio=0.25) for r in records]
-    assert docs.battery_summary(with_ratio)[("torch_native", "rms_norm", "float64")]["worst_ratio"] == 0.25
-    assert docs.battery_figure(with_ratio).startswith(b"\x89PNG")
+    assert battery_data.battery_summary(with_ratio)[("torch_native", "rms_norm", "float64")]["worst_ratio"] == 0.25
+    assert figures.battery_figure(with_ratio).startswith(b"\x89PNG")
     path.write_text(json.dumps([{"implementation": "x"}]))
     with pytest.raises(ValueError, match="lacks"):
-        docs.read_verification(path)
+        battery_data.read_verification(path)
 
 
 def test_readme_links_the_spec():
@@ -209,6 +248,63 @@ def test_readme_links_the_spec():
 
 
 def test_unknown_check_names_fail_generation():
-    statement = dataclasses.replace(docs.Statement("t", "p"), checks=("no_such_check",))
+    statement = dataclasses.replace(statements.Statement("t", "p"), checks=("no_such_check",))
     with pytest.raises(KeyError, match="no_such_check"):
-        docs.render(statement, "layer_norm")
+        statements.render(statement, variants.get("layer_norm"))
+
+
+def test_a_slot_without_a_value_or_a_value_without_a_slot_fails():
+    assert prose.fill("a $b c", b="B") == "a B c"
+    with pytest.raises(KeyError, match="no value"):
+        prose.fill("a $b $c", b="B")
+    with pytest.raises(KeyError, match="no slot"):
+        prose.fill("a $b", b="B", formula="dropped")
+
+
+# --- the generator: prose, style and conventions live in files -------------------------------------
+
+GENERATOR_MODULES = sorted((codegen.ROOT / "docs").glob("*.py"))
+LONGEST_STRING = 100  # characters: a table's header row, an error message; not a paragraph
+
+
+def _strings(path) -> list[tuple[int, str]]:
+    """Every string constant of a module but its docstrings (f-strings by their literal parts)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docstrings]
+
+
+def test_the_style_sheet_and_the_prose_are_files(files):
+    assert (codegen.ROOT / "docs" / "style.css").read_text() == files[generate.SITE_DIR / "style.css"]
+    for name in ("header", "index", "variant"):
+        assert (codegen.ROOT / "docs" / "templates" / f"{name}.md").exists()
+    assert prose.entry("statement", "second_moment")["checks"] == ["second_moment"]
+    assert prose.conventions()["rows"], "conventions.toml has no rows"
+    css_block = re.compile(r"[\w.#:-]+\s*\{[^{}]*:[^{}]*;")
+    offenders = []
+    for path in GENERATOR_MODULES:
+        for line, value in _strings(path):
+            if css_block.search(value) or len(value) > LONGEST_STRING:
+                offenders.append(f"{path.name}:{line} {value[:60]!r}... ({len(value)} characters)")
+    assert offenders == [], "prose or CSS in Python strings (move it to docs/templates, statements.toml, style.css)"
+
+
+def test_generator_modules_are_split_by_role():
+    sizes = {path.name: len(path.read_text().splitlines()) for path in GENERATOR_MODULES}
+    assert {"mathematics.py", "statements.py", "figures.py", "battery_data.py", "pages.py", "site.py",
+            "generate.py"} <= set(sizes)
+    assert max(sizes.values()) < 400, sizes
+
+
+def test_every_statement_and_text_of_the_prose_file_is_used(files):
+    """An entry of statements.toml that no page shows is prose nobody reads (or a renamed key)."""
+    markdown = "\n".join(content for path, content in files.items() if path.suffix == ".md")
+    for key in prose.keys("statement"):
+        title = prose.entry("statement", key)["title"]
+        if "$" not in title:
+            assert f"**{title}.**" in markdown, key
+    for key in prose.keys("correction"):
+        assert f'<a id="{key}"></a>' in markdown, key

@@ -1,11 +1,13 @@
 """Oracles independent of the derivation and of the references.
 
 - :func:`plain` is each variant written straight from its definition in float64 torch
-  (mean, biased variance, divide, affine), with its own reductions per variant; torch
-  autograd differentiates it. It shares no code with ``reference`` or ``derive.spec``.
+  (mean, biased variance, divide, affine), reducing over x's own axes; torch autograd
+  differentiates it. It shares no code with ``reference`` or the layouts (the working-shape
+  reshapes the references run on): of the registry it reads only the *natural axes*
+  (which axes of x the statistics and the parameters span), an independent description.
 - :func:`directional_fd` is a central finite difference of any forward, with a
   Richardson step and an error estimate.
-- the mpmath oracle is ``verify.oracle_mp``.
+- the mpmath oracle is ``normspec.verify.truth.high_precision``.
 """
 from __future__ import annotations
 
