@@ -162,7 +162,8 @@ def _check_dict(r: CheckReport) -> dict:
                  "true_value": _finite(w.true_value), "allowed": _finite(w.allowed), "ratio": _finite(w.worst_ratio),
                  "tolerance": w.tolerance}
     return {"id": r.id, "check": r.check, "dtype": r.dtype, "status": r.status, "examples": r.examples,
-            "seconds": round(r.seconds, 3), "reason": r.reason, "worst": worst,
+            "seconds": round(r.seconds, 3), "examples_digest": r.examples_digest, "reason": r.reason,
+            "worst": worst,
             "minimal_case": json.loads(r.case.to_json()) if r.case else None,
             "reproduction": r.reproduction() or None, "reproduction_file": r.repro_path}
 

@@ -9,10 +9,11 @@ check for anyone else.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 from hypothesis import given, settings
@@ -28,7 +29,7 @@ from normspec.verify.cases.case import Case
 from normspec.verify.checks import CHECKS, Check, effective_case
 from normspec.verify.implementations.base import FATAL_ERRORS, Implementation
 from normspec.verify.implementations.builtin import BUILTIN
-from normspec.verify.running.profiles import current_settings
+from normspec.verify.running.profiles import current_settings, import_independent_draws
 from normspec.verify.truth.tolerance import Comparison
 
 PASSED, FAILED, EXPECTED, SKIPPED = "passed", "failed", "expected failure", "skipped"
@@ -48,6 +49,12 @@ class CheckReport:
     seconds: float = 0.0
     max_ulp: float = 0.0  # over every comparison of every example
     repro_path: str | None = None  # the reproduction file written for a failure, if any
+    drawn: Any = field(default_factory=hashlib.sha256, repr=False)  # every case tried, in order
+
+    @property
+    def examples_digest(self) -> str:
+        """A digest of the cases tried, in order: equal digests mean the same examples ran."""
+        return self.drawn.hexdigest()[:16]
 
     @property
     def id(self) -> str:
@@ -89,6 +96,7 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
         if state.get("fatal"):  # a hang or a crash: shrinking would repeat it for every example
             raise CheckFailed(state["message"])
         report.examples += 1
+        report.drawn.update(case.to_json().encode())
         effective_case.set(None)
         try:
             comparisons = check.run(impl, case)
@@ -108,7 +116,7 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     if seed is not None:
         search = hypothesis_seed(seed)(search)
     try:
-        with np.errstate(all="ignore"):  # NaN/inf in results are what the comparisons report
+        with np.errstate(all="ignore"), import_independent_draws():  # NaN/inf: what comparisons report
             search()
     except (CheckFailed, Flaky):  # Flaky: a fatal failure replayed from the record, not re-run
         report.status, report.case, report.reason = FAILED, state.get("case"), state.get("message", "")

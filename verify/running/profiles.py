@@ -8,8 +8,11 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 from hypothesis import HealthCheck, settings
+from hypothesis.internal.conjecture.choice import choice_constraints_key, choice_permitted
+from hypothesis.internal.conjecture.providers import GLOBAL_CONSTANTS, HypothesisProvider
 
 _COMMON = dict(deadline=None, database=None, print_blob=False, report_multiple_bugs=False,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
@@ -39,3 +42,38 @@ def current_settings(max_examples: int | None = None, *, seeded: bool = False) -
     if seeded:
         base = settings(base, derandomize=False)
     return base
+
+
+_GLOBAL_ONLY: dict = {}  # (choice type, constraints) -> the built-in constants permitted
+
+
+def _draw_builtin_constant(self, choice_type, constraints, *, p: float = 0.05):
+    """``HypothesisProvider._maybe_draw_constant`` without the pool of local-module literals."""
+    if self._random.random() > p:
+        return None
+    key = (choice_type, choice_constraints_key(choice_type, constraints))
+    if key not in _GLOBAL_ONLY:
+        _GLOBAL_ONLY[key] = tuple(c for c in GLOBAL_CONSTANTS.set_for_type(choice_type)
+                                  if choice_permitted(c, constraints))
+    constants = _GLOBAL_ONLY[key]
+    return self._random.choice(constants) if constants else None
+
+
+@contextmanager
+def import_independent_draws():
+    """Hypothesis' draws, made independent of which modules are imported, for one search.
+
+    Hypothesis occasionally (p = 0.05 per draw) replaces a drawn value by a constant: one of
+    its built-in ones, or a literal read from the source of every local module in
+    ``sys.modules``. The second pool grows with each import, so a derandomized search drew
+    other cases (and shrank along other paths) after importing, say, the mpmath oracle or a
+    user's module first. While this is active every provider keeps only the built-in pool;
+    the previous behaviour is restored on exit. (This patches a private method of the
+    pinned Hypothesis version; tests/test_verify_determinism.py fails if it stops working.)
+    """
+    previous = HypothesisProvider._maybe_draw_constant
+    HypothesisProvider._maybe_draw_constant = _draw_builtin_constant
+    try:
+        yield
+    finally:
+        HypothesisProvider._maybe_draw_constant = previous
