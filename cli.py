@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -42,10 +43,14 @@ def _shown(path) -> str:
 
 
 def _check_fresh() -> tuple[bool, list[str]]:
+    """(fresh, problems): stale generated files, and strays in reference/_generated."""
     from normspec.derive import codegen
 
-    stale = [_shown(f.path) for f in codegen.generated_files() if f.stale]
-    return not stale, stale
+    files = codegen.generated_files()
+    problems = [f"stale: {_shown(p)} (regenerate with `normspec derive`)" for p in codegen.stale_files(files)]
+    problems += [f"stray: {_shown(p)} (not produced by `normspec derive`; delete it)"
+                 for p in codegen.stray_files(files)]
+    return not problems, problems
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
@@ -53,9 +58,9 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     if args.check:
-        fresh, stale = _check_fresh()
-        for path in stale:
-            console.print(f"[red]stale[/red]: {path} (regenerate with `normspec derive`)")
+        fresh, problems = _check_fresh()
+        for problem in problems:
+            console.print(f"[red]{escape(problem)}[/red]")
         if fresh:
             console.print(f"generated files are fresh (derivation-hash {codegen.derivation_hash()}, "
                           f"{time.perf_counter() - start:.2f} s)")
@@ -66,6 +71,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
         for f in files:
             state = "written" if f.path in written else "unchanged"
             console.print(f"{state}: {_shown(f.path)} ({len(f.content.splitlines())} lines)")
+        for path in codegen.stray_files(files):
+            console.print(f"[yellow]stray[/yellow]: {_shown(path)} (not produced by `normspec derive`; delete it)")
         console.print(f"derivation-hash {codegen.derivation_hash()}, {time.perf_counter() - start:.2f} s")
         status = 0
     if args.prove and not _prove(max_n=args.max_n):
@@ -101,8 +108,9 @@ def cmd_all(args: argparse.Namespace) -> int:
 
     rows: list[Row] = []
     start = time.perf_counter()
-    fresh, stale = _check_fresh()
-    rows.append(Row("(all)", "generated files fresh", fresh, ", ".join(stale) or "-", time.perf_counter() - start))
+    fresh, problems = _check_fresh()
+    rows.append(Row("(all)", "generated files fresh", fresh, "; ".join(problems) or "-",
+                    time.perf_counter() - start))
     console.rule("proofs")
     _prove(args.max_n, rows)
     console.rule("quick comparison with torch.nn.functional (float64)")

@@ -15,30 +15,41 @@ Inputs are already reshaped by the hand-written glue (``reference``): the group 
 ``group_dims``, parameter gradients are summed over ``affine_dims`` (``normspec.derive.layouts``),
 and every array is in one compute dtype.
 
-Bodies are written by ``printers.print_statements``: per-element results finish in
-place, and ``_forward`` and ``_backward`` also write into arrays they created and no
-longer read (``reuse``); torch runs those two only with grad mode off (inside its
-``autograd.Function``). ``_vjp`` is differentiated by torch's double backward, so in
-the torch dialect it does not reuse arrays.
+Bodies are written by ``printers.print_statements``: one statement per named value
+(``h``, ``mean_h``, ``mean_h_xhat``, ``dx``), each its own array, finished in place in the
+formula's order (``dx = h - mean_h; dx -= xhat * mean_h_xhat; dx *= rstd``) except in
+torch's ``_vjp``, which autograd records for the double backward: there each statement
+is one expression (``dx = rstd * (h - mean_h - xhat * mean_h_xhat)``) and nothing is
+written in place. The NumPy module also carries its runtime helpers (the fused
+reductions), copied from the real module ``derive/numpy_runtime.py``.
 
-Files are written only when their content changes; ``check`` reports stale files.
-Output is byte-identical across runs and ``PYTHONHASHSEED`` values.
+Files are written through ``derive.outputs`` (only when their content changes);
+:func:`stale_files` and :func:`stray_files` say what ``normspec derive --check``
+reports. Output is byte-identical across runs and ``PYTHONHASHSEED`` values.
 """
 from __future__ import annotations
 
+import ast
 import hashlib
-from dataclasses import dataclass
+import textwrap
 from pathlib import Path
 
 import sympy as sp
 
-from normspec.derive import printers, symbolic as sym
+from normspec.derive import outputs, printers, symbolic as sym
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED_DIR = ROOT / "reference" / "_generated"
+# Files in GENERATED_DIR that are written by hand, not generated (and are not strays).
+HAND_WRITTEN = ("__init__.py",)
 # The derivation's inputs: a change to any of them changes the recorded hash.
-DERIVATION_SOURCES = ("derive/symbolic.py", "derive/printers.py", "derive/codegen.py")
+DERIVATION_SOURCES = ("derive/symbolic.py", "derive/printers.py", "derive/codegen.py", "derive/numpy_runtime.py")
 REGENERATE_COMMAND = "normspec derive"
+MAX_LINE = 99  # generated lines are shorter than 100 characters
+
+# The shared writer (kept under these names for the callers of codegen).
+GeneratedFile = outputs.GeneratedFile
+write = outputs.write
 
 
 def derivation_hash() -> str:
@@ -53,10 +64,28 @@ def _names(symbols) -> list[str]:
     return [printers.CODE_NAMES[s] for s in symbols]
 
 
-def _plain(expr: sp.Expr) -> str:
-    """The formula for a docstring, with code names (mean(.) for GroupMean, sum(.) for AffineSum)."""
-    text = sp.sstr(expr.xreplace({s: sp.Symbol(n) for s, n in printers.CODE_NAMES.items()}), order="none")
-    return text.replace("GroupMean", "mean").replace("AffineSum", "sum")
+def _wrap(text: str, indent: str, first: str | None = None) -> list[str]:
+    """``text`` as lines of at most MAX_LINE characters starting with ``indent`` (the first
+    with ``first`` when given)."""
+    return textwrap.wrap(text, MAX_LINE, initial_indent=indent if first is None else first,
+                         subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+
+
+def _docstring(paragraphs: list[str | list[str]], indent: str = "    ") -> str:
+    """A docstring: prose paragraphs (str, wrapped) and formula blocks (lists of lines,
+    indented once more); one line when a single paragraph fits on it."""
+    if len(paragraphs) == 1 and isinstance(paragraphs[0], str):
+        one_line = f'{indent}"""{paragraphs[0]}"""'
+        if len(one_line) <= MAX_LINE:
+            return one_line + "\n"
+    lines: list[str] = []
+    for index, paragraph in enumerate(paragraphs):
+        if isinstance(paragraph, str):
+            lines += [""] * bool(index) + _wrap(paragraph, indent, f'{indent}"""' if index == 0 else None)
+        else:
+            lines += [""] + [line for formula in paragraph for line in _wrap(formula, indent + "    ")]
+    lines.append(f'{indent}"""')
+    return "\n".join(lines) + "\n"
 
 
 def _forward_returns(family: sym.Family, dialect: printers.Dialect) -> list[str]:
@@ -71,16 +100,31 @@ def _program_statements(family: sym.Family, *, upto_xhat: bool = False) -> list[
     return [(printers.CODE_NAMES[n.target], sym.GroupMean(n.expr) if n.reduced else n.expr) for n in nodes]
 
 
+def _formulas(statements: list[tuple[str, sp.Expr]], returns: tuple[str, ...] = ()) -> list[str]:
+    """``name = formula`` lines of ``statements`` (renaming statements dropped)."""
+    return [f"{name} = {printers.formula(value)}" for name, value in printers.without_aliases(statements, returns)]
+
+
+def _function(name: str, args: list[str], doc: list[str | list[str]], statements: list[tuple[str, sp.Expr]],
+              returns: list[str], dialect: printers.Dialect, *, recorded: bool = False) -> str:
+    """One kernel; ``recorded``: autograd records it (torch's double backward differentiates
+    it), so nothing in it is updated in place."""
+    in_place = not (recorded and dialect.recorded)
+    return (
+        f"def {name}({', '.join(args)}):\n"
+        + _docstring(doc)
+        + printers.print_statements(statements, dialect, returns=tuple(returns), in_place=in_place)
+        + f"    return {', '.join(returns)}\n"
+    )
+
+
 def _forward_source(family: sym.Family, dialect: printers.Dialect) -> str:
     args = _names(family.inputs()) + (["group_dims"] if family.batch_statistics else [])
     returns = _forward_returns(family, dialect)
-    doc = "Forward of the {name} family: returns {returns}.".format(name=family.name, returns=", ".join(returns))
-    return (
-        f"def {family.name}_forward({', '.join(args)}):\n"
-        f'    """{doc}"""\n'
-        + printers.print_statements(_program_statements(family), dialect, returns=tuple(returns), reuse=True)
-        + f"    return {', '.join(returns)}\n"
-    )
+    statements = _program_statements(family)
+    doc = [f"Forward of the {family.name} family: returns {', '.join(returns)}.",
+           _formulas(statements, tuple(returns))]
+    return _function(f"{family.name}_forward", args, doc, statements, returns, dialect)
 
 
 # What the closed forms may read besides grad_out and weight: the saved normalized input
@@ -92,75 +136,90 @@ def _gradient_args(family: sym.Family) -> list[str]:
     return (["group_dims"] if family.batch_statistics else []) + ["affine_dims"]
 
 
-def _backward_doc(family: sym.Family, forms: sym.ClosedForms, first_line: str) -> str:
-    doc_lines = [f"{name} = {_plain(expr)}" for name, expr in forms.outputs().items()]
-    doc_lines.append(f"(dx = direct {_plain(forms.dx_direct)} + through the statistics "
-                     f"{_plain(forms.dx_through_statistics)})")
-    return "\n".join([first_line, "", *(f"    {line}" for line in doc_lines)])
-
-
-def _gradient_statements(outputs: dict[str, sp.Expr]) -> list[tuple[str, sp.Expr]]:
-    """The closed forms as statements, dx last: the parameter gradients only reduce, so
-    the per-element dx may then take over an array only it still reads (xhat)."""
-    statements = printers.straight_line(outputs)
-    return [s for s in statements if s[0] != "dx"] + [s for s in statements if s[0] == "dx"]
+def _backward_doc(forms: sym.ClosedForms, first_line: str) -> list[str | list[str]]:
+    outputs_ = forms.outputs()
+    named = [f"{s.name} = {printers.formula(d, named=False)}" for s, d in printers.NAMED_SUBEXPRESSIONS
+             if any(printers.name_subexpressions(e).has(s) for e in outputs_.values())]
+    paths = (f"dx is the direct path {printers.formula(forms.dx_direct)} (the statistics held fixed) "
+             + ("only: the statistics are given, no gradient flows through them."
+                if forms.dx_through_statistics == 0 else
+                f"plus the path through the statistics {printers.formula(forms.dx_through_statistics)}."))
+    return [first_line, [*named, *(f"{name} = {printers.formula(e)}" for name, e in outputs_.items())], paths]
 
 
 def _backward_source(family: sym.Family, dialect: printers.Dialect) -> str:
     """The closed forms from the forward's saved xhat and rstd (no recomputation)."""
     forms = sym.derive(family)
-    outputs = forms.outputs()
-    used = set().union(*(expr.free_symbols for expr in outputs.values()))
+    outputs_ = forms.outputs()
+    used = set().union(*(expr.free_symbols for expr in outputs_.values()))
     unexpected = used - {sym.g, sym.gamma, *_SAVED}
     if unexpected:
         raise printers.UnsupportedNode(f"{family.name} closed forms read {sorted(map(str, unexpected))}, "
                                        f"expected only grad_out, weight, xhat and rstd")
     args = ["grad_out", *_names(_SAVED), "weight", *_gradient_args(family)]
-    doc = _backward_doc(family, forms, f"Backward of the {family.name} family, derived for a general group "
-                                       f"size, from the forward's xhat and rstd:")
-    return (
-        f"def {family.name}_backward({', '.join(args)}):\n"
-        f'    """{doc}\n    """\n'
-        + printers.print_statements(_gradient_statements(outputs), dialect, returns=tuple(outputs), reuse=True)
-        + f"    return {', '.join(outputs)}\n"
-    )
+    doc = _backward_doc(forms, f"Backward of the {family.name} family, derived for a general group size, "
+                               f"from the forward's xhat and rstd:")
+    return _function(f"{family.name}_backward", args, doc, printers.straight_line(outputs_), list(outputs_),
+                     dialect)
 
 
 def _vjp_source(family: sym.Family, dialect: printers.Dialect) -> str:
     """The forward program up to xhat (statistics recomputed from x), then the closed forms.
 
     Differentiable in a dialect whose library records operations (torch): it is what a
-    double backward differentiates, so it never takes over an array in place.
+    double backward differentiates (nothing is written in place).
     """
-    forms = sym.derive(family)
-    outputs = forms.outputs()
+    outputs_ = sym.derive(family).outputs()
     given = _names(family.inputs()[1:-1])  # [mean, var,] weight[, bias]
     args = ["grad_out", "x", *[n for n in given if n != "bias"], "eps", *_gradient_args(family)]
-    doc = (f"dx, dweight{', dbias' if 'dbias' in outputs else ''} of the {family.name} family from x "
-           f"(the statistics recomputed as in {family.name}_forward), by the closed forms of "
-           f"{family.name}_backward.")
-    statements = _program_statements(family, upto_xhat=True) + _gradient_statements(outputs)
-    return (
-        f"def {family.name}_vjp({', '.join(args)}):\n"
-        f'    """{doc}"""\n'
-        + printers.print_statements(statements, dialect, returns=tuple(outputs), reuse=not dialect.recorded)
-        + f"    return {', '.join(outputs)}\n"
-    )
+    doc = [f"{', '.join(outputs_)} of the {family.name} family from x: the statistics and xhat recomputed "
+           f"as in {family.name}_forward, then the closed forms of {family.name}_backward."]
+    statements = _program_statements(family, upto_xhat=True) + printers.straight_line(outputs_)
+    return _function(f"{family.name}_vjp", args, doc, statements, list(outputs_), dialect, recorded=True)
+
+
+def runtime_source(dialect: printers.Dialect) -> tuple[list[str], str]:
+    """(modules imported, function definitions) of ``dialect``'s runtime module, read from
+    its file; anything at its top level but a docstring, imports and functions is an error."""
+    if dialect.runtime is None:
+        return [], ""
+    text = (ROOT / dialect.runtime).read_text()
+    tree = ast.parse(text)
+    modules, functions = [], []
+    for index, node in enumerate(tree.body):
+        if isinstance(node, ast.Import) and all(alias.asname is None for alias in node.names):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.FunctionDef):
+            functions.append(ast.get_source_segment(text, node, padded=True))
+        elif not (index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):
+            raise printers.UnsupportedNode(f"{dialect.runtime}:{node.lineno}: only a docstring, plain imports "
+                                           f"and function definitions can be copied into generated code")
+    body = f"# Runtime helpers, copied from {dialect.runtime}.\n\n\n" + "\n\n\n".join(functions) + "\n"
+    return modules, body
 
 
 def module_source(dialect: printers.Dialect) -> str:
+    modules, runtime = runtime_source(dialect)
+    modules = [m for m in modules if m != dialect.module] + [dialect.module]
     header = (
-        f"# @generated by derive/codegen.py from the SymPy derivation in derive/symbolic.py; do not edit.\n"
+        f"# {outputs.MARKER} by derive/codegen.py from the SymPy derivation in derive/symbolic.py; do not edit.\n"
         f"# Regenerate with: {REGENERATE_COMMAND}\n"
         f"# derivation-hash: {derivation_hash()}\n"
-        f'"""{dialect.module} kernels of the normalize families, printed from the derivation.\n\n'
-        f"Inputs are reshaped by reference (see normspec.derive.layouts.Layout): the group is group_dims,\n"
-        f"parameter gradients are summed over affine_dims. In the docstrings mean(.) is the\n"
-        f'mean over the group and sum(.) the sum over affine_dims.\n"""\n'
-        + "".join(f"import {module}\n" for module in (*dialect.imports, dialect.module))
+        + _docstring([f"{dialect.module} kernels of the normalize families, printed from the derivation.",
+                      "Inputs are reshaped by reference (see normspec.derive.layouts.Layout): the group is "
+                      "group_dims, parameter gradients are summed over affine_dims. In the docstrings mean(.) "
+                      "is the mean over the group, sum(.) the sum over affine_dims, and h = weight * grad_out "
+                      "(the upstream gradient through the affine step).",
+                      "Each named value is an array of its own. A statement makes its array with one "
+                      "operation and finishes it in place, in the formula's order (dx = h - mean_h; "
+                      "dx -= xhat * mean_h_xhat; dx *= rstd is dx = rstd * (h - mean_h - xhat * mean_h_xhat)), "
+                      "and del frees an array after its last use, so that the next one takes its memory over"
+                      + ("; the _vjp functions, which autograd records (double backward), write nothing in "
+                         "place." if dialect.recorded else ".")], indent="")
+        + "".join(f"import {module}\n" for module in modules)
     )
     sources = (_forward_source, _backward_source, _vjp_source)
-    bodies = [dialect.runtime.lstrip("\n")] if dialect.runtime else []
+    bodies = [runtime] if runtime else []
     bodies += [src(family, dialect) for family in sym.FAMILIES for src in sources]
     return header + "".join("\n\n" + body for body in bodies) + "\n\n" + _returns_table(dialect)
 
@@ -176,29 +235,21 @@ def _returns_table(dialect: printers.Dialect) -> str:
     return "# The names of each kernel's results, in order.\nRETURNS = {\n" + body + "}\n"
 
 
-@dataclass(frozen=True)
-class GeneratedFile:
-    path: Path
-    content: str
-
-    @property
-    def stale(self) -> bool:
-        return not self.path.exists() or self.path.read_text() != self.content
-
-
-def generated_files() -> list[GeneratedFile]:
+def generated_files() -> list[outputs.GeneratedFile]:
     return [
-        GeneratedFile(GENERATED_DIR / "numpy_kernels.py", module_source(printers.NUMPY)),
-        GeneratedFile(GENERATED_DIR / "torch_kernels.py", module_source(printers.TORCH)),
+        outputs.GeneratedFile(GENERATED_DIR / "numpy_kernels.py", module_source(printers.NUMPY)),
+        outputs.GeneratedFile(GENERATED_DIR / "torch_kernels.py", module_source(printers.TORCH)),
     ]
 
 
-def write(files: list[GeneratedFile]) -> list[Path]:
-    """Write the stale files; return the paths written."""
-    written = []
-    for f in files:
-        if f.stale:
-            f.path.parent.mkdir(parents=True, exist_ok=True)
-            f.path.write_text(f.content)
-            written.append(f.path)
-    return written
+def stale_files(files: list[outputs.GeneratedFile] | None = None) -> list[Path]:
+    """The generated files that regenerating would write."""
+    return outputs.stale(generated_files() if files is None else files)
+
+
+def stray_files(files: list[outputs.GeneratedFile] | None = None) -> list[Path]:
+    """Files in GENERATED_DIR that generation does not produce and that are not
+    HAND_WRITTEN (left over from an older generator, or added by hand)."""
+    files = generated_files() if files is None else files
+    hand_written = {GENERATED_DIR / name for name in HAND_WRITTEN}
+    return [p for p in outputs.strays([GENERATED_DIR], files) if p not in hand_written]

@@ -2,26 +2,44 @@
 
 One printer class, one ``_print_<Node>`` method per node type it supports; the NumPy
 and torch printers differ only in their :class:`Dialect` (module name, function
-table and the small runtime helpers it needs). Anything else (a Float, an unknown
+table and the runtime helpers it needs). Anything else (a Float, an unknown
 function, a Piecewise) fails loudly.
 
-Reductions are lifted into named temporaries (``mean_0 = ...``) and ``sympy.cse``
-shares the rest, so generated code is a straight sequence of broadcasting statements
-with no Python loop over elements. On inputs of millions of elements the cost of that
-sequence is the number of passes over memory and the number of fresh full-size arrays
-(each one page-faulted in anew), so the body writer (:func:`print_statements`) keeps
-both low without changing what is computed:
+Generated code is meant to read like the spec, in the register of a kernel author
+(the Triton layer-norm tutorial, torch/_decomp ``native_layer_norm_backward``):
 
-- a reduction of a product of fields is one fused call where the dialect has one
-  (NumPy: ``numpy.einsum`` sums the product without materialising it);
-- a per-element statement creates one array with its first operation and applies the
-  other operands in place (``dx = xhat*mean_0; dx -= t0; dx += mean_1; dx *= -rstd``)
-  instead of allocating one temporary per operator;
-- with ``reuse`` (code autograd does not record), arrays the body created and no longer
-  reads are written again: taken over (``xhat = xc; xhat *= rstd``) or filled through
-  ``out=`` (``dx = torch.mul(xhat, mean_0, out=buf0)``).
+- **Names come from the expression.** The spec's own subexpressions keep their spec
+  names (:data:`NAMED_SUBEXPRESSIONS`: ``h = weight * grad_out``); every other
+  temporary is named by :func:`temporary_name` from what it computes: the mean over
+  the group of ``h * xhat`` is ``mean_h_xhat``, a sum over the affine axes
+  ``sum_...``. There are no numbered temporaries; two different values that would
+  get one name are an error.
+- **Terms in the formula's order** (:func:`term_key`, :func:`factor_key`): in a sum,
+  the positive per-element terms (the value being corrected: ``h``, ``x``,
+  ``weight * xhat``) come first, then the others from the simplest (fewest factors);
+  in a product, parameters, then per-element fields, then group constants, then a
+  parenthesised sum: ``dx = rstd * (h - mean_h - xhat * mean_h_xhat)``.
+- **One name per array.** Every statement makes its own array under its own name. A
+  statement that only renames a value (rms: ``xc = x``) is not printed, and a
+  per-element value read once, that is not returned, is written into its one use
+  (:func:`inline`): an array is made only for a value read more than once.
 
-In-place updates only ever touch arrays the body itself created, never its inputs.
+Speed comes from the reductions and from CSE, not from aliasing: a reduction of a
+product of fields is one fused call where the dialect has one (NumPy:
+``_group_mean(group_dims, h, xhat)``, a ``numpy.einsum`` that sums the product without
+materialising it), and reductions are lifted into named temporaries while
+``sympy.cse`` shares the rest, so generated code is a straight sequence of
+broadcasting statements with no Python loop over elements. On inputs of millions of
+elements what costs is fresh full-size arrays (neither library reliably elides the
+temporaries of an expression), so in code autograd does not record
+(:func:`print_statements`' ``in_place``) a per-element statement makes its array with
+one operation and finishes it in place, in the formula's order (``dx = h - mean_h;
+dx -= xhat * mean_h_xhat; dx *= rstd``), and an array is freed (``del h``) after its
+last use when another one is made later, which then takes its memory over. In-place
+updates only ever touch the array the statement itself made, never another name's
+array or an input. Code autograd records (torch's ``_vjp``, differentiated by the
+double backward) is one expression per statement, nothing in place:
+``dx = rstd * (h - mean_h - xhat * mean_h_xhat)``.
 """
 from __future__ import annotations
 
@@ -39,43 +57,16 @@ CODE_NAMES = {
     sym.xc: "xc", sym.xhat: "xhat", sym.y: "y",
     sym.mu: "mean", sym.var: "var", sym.rstd: "rstd", sym.eps: "eps",
 }
-_TEMPORARY = re.compile(r"^(t|mean_|sum_)\d+$")
+# The spec's named subexpressions (h = gamma * g): substituted into the closed forms
+# before CSE, each printed once as its own statement under its spec name.
+H = sp.Symbol("h", real=True)
+NAMED_SUBEXPRESSIONS: tuple[tuple[sp.Symbol, sp.Expr], ...] = ((H, sym.gamma * sym.g),)
 # Fields with one value per element of the input: arrays of the full working shape.
 # (gamma and beta are per-element in the mathematics but arrive in the parameter shape.)
-FULL_FIELDS = frozenset({sym.x, sym.g, sym.xc, sym.xhat, sym.y})
-
-_NUMPY_RUNTIME = '''
-def _is_array(value):
-    return isinstance(value, numpy.ndarray)
-
-
-def _sum_of_products(axes, factors):
-    """(sum over axes of the product of factors, keepdims; the number of terms summed).
-
-    The arrays among the factors (all of the working rank) broadcast together and are
-    multiplied and summed in one numpy.einsum pass, without a temporary for the
-    product; the other factors (Python scalars) scale the result.
-    """
-    arrays = list(filter(_is_array, factors))
-    scale = math.prod(itertools.filterfalse(_is_array, factors))
-    shape = numpy.broadcast_shapes(*map(numpy.shape, arrays))
-    index = list(range(len(shape)))
-    kept = sorted(set(index).difference(axes))
-    total = numpy.einsum(*itertools.chain.from_iterable(zip(arrays, itertools.repeat(index))), kept)
-    total = total.reshape(tuple(numpy.where(numpy.isin(index, axes), 1, shape).tolist()))
-    return (total if scale == 1 else total * scale), math.prod(shape) // total.size
-
-
-def _group_mean(axes, *factors):
-    """mean over the group (axes) of the product of factors, keepdims."""
-    total, count = _sum_of_products(axes, factors)
-    return total / count
-
-
-def _affine_sum(axes, *factors):
-    """sum over the affine axes of the product of factors, keepdims."""
-    return _sum_of_products(axes, factors)[0]
-'''
+FULL_FIELDS = frozenset({sym.x, sym.g, sym.xc, sym.xhat, sym.y, H})
+PARAMETERS = frozenset({sym.gamma, sym.beta})
+# The order symbols are written in within a product (and ties between terms of a sum).
+SPEC_ORDER = (sym.gamma, sym.beta, sym.g, H, sym.x, sym.xc, sym.xhat, sym.y, sym.mu, sym.var, sym.rstd, sym.eps)
 
 
 @dataclass(frozen=True)
@@ -91,18 +82,12 @@ class Dialect:
     # None: the product is materialised and reduced with group_mean / affine_sum.
     fused_group_mean: str | None = None
     fused_affine_sum: str | None = None
-    # Binary operators as functions taking out= (an array written instead of a new one):
-    # (operator, function) pairs; empty: results of binary operations are new arrays.
-    binary: tuple[tuple[str, str], ...] = ()
-    imports: tuple[str, ...] = ()  # modules the runtime helpers use
-    runtime: str = ""  # helper definitions the fused forms call, printed once per module
-    # The library records operations for differentiation (torch autograd): code that may
-    # run under it must not take over arrays in place (print_statements' reuse).
+    # The module (a path relative to the repository root) whose imports and function
+    # definitions the fused forms call; codegen copies them into the generated module.
+    runtime: str | None = None
+    # The library records operations for differentiation (torch autograd): its forward
+    # also returns xhat, which the autograd.Function saves for the backward.
     recorded: bool = False
-
-    def binary_into(self, operator: str, left: str, right: str, out: str) -> str:
-        """``left <operator> right`` written into the array ``out``."""
-        return f"{dict(self.binary)[operator]}({left}, {right}, out={out})"
 
 
 NUMPY = Dialect(
@@ -113,9 +98,7 @@ NUMPY = Dialect(
     rsqrt="1 / numpy.sqrt({arg})",
     fused_group_mean="_group_mean(group_dims, {factors})",
     fused_affine_sum="_affine_sum(affine_dims, {factors})",
-    binary=(("+", "numpy.add"), ("-", "numpy.subtract"), ("*", "numpy.multiply")),
-    imports=("itertools", "math"),
-    runtime=_NUMPY_RUNTIME,
+    runtime="derive/numpy_runtime.py",
 )
 TORCH = Dialect(
     module="torch",
@@ -123,13 +106,16 @@ TORCH = Dialect(
     affine_sum="torch.sum({arg}, dim=affine_dims, keepdim=True)",
     sqrt="torch.sqrt({arg})",
     rsqrt="torch.rsqrt({arg})",
-    binary=(("+", "torch.add"), ("-", "torch.sub"), ("*", "torch.mul")),
     recorded=True,
 )
 
 
 class UnsupportedNode(TypeError):
     pass
+
+
+def _is_reduction(expr: sp.Expr) -> bool:
+    return isinstance(expr, (sym.GroupMean, sym.AffineSum))
 
 
 def _factors(expr: sp.Expr) -> list[sp.Expr]:
@@ -144,18 +130,105 @@ def _factors(expr: sp.Expr) -> list[sp.Expr]:
     return factors
 
 
+# --- the order of terms and factors ------------------------------------------------
+
+_PARAMETER, _FIELD, _CONSTANT, _COMPOUND = 1, 2, 3, 4  # kinds of factors, in print order
+
+
+def factor_key(factor: sp.Expr, full: frozenset[sp.Symbol], name: str = "") -> tuple:
+    """Where ``factor`` goes in a product: numbers, parameters, per-element fields, group
+    constants (statistics and reductions), then a parenthesised sum; within a kind, in
+    :data:`SPEC_ORDER`, then by ``name`` (the factor as printed, for temporaries)."""
+    if factor.is_Number:
+        return (0, 0, "")
+    if isinstance(factor, sp.Add):
+        return (_COMPOUND, 0, name)
+    base = factor.as_base_exp()[0] if isinstance(factor, sp.Pow) else factor
+    if base in PARAMETERS:
+        kind = _PARAMETER
+    elif not _is_reduction(base) and base.free_symbols & full:
+        kind = _FIELD
+    else:
+        kind = _CONSTANT
+    position = SPEC_ORDER.index(base) if base in SPEC_ORDER else len(SPEC_ORDER)
+    return (kind, position, name)
+
+
+def term_key(term: sp.Expr, full: frozenset[sp.Symbol], names: list[str]) -> tuple:
+    """Where ``term`` goes in a sum: positive per-element terms (the value being corrected:
+    ``h``, ``x``, ``weight * xhat``) first, then positive before negative, then fewest
+    factors first; ties by the factors' keys (``names``: the term's factors as printed)."""
+    negative = term.could_extract_minus_sign()
+    magnitude = -term if negative else term
+    factors = [f for f in sp.Mul.make_args(magnitude) if not f.is_Number]
+    keys = [factor_key(f, full, n) for f, n in zip(factors, names)]
+    per_element = any(k[0] == _FIELD or (k[0] == _COMPOUND and f.free_symbols & full) for f, k in zip(factors, keys))
+    return (not (per_element and not negative), negative, len(factors), sorted(keys))
+
+
+# --- names of temporaries ----------------------------------------------------------
+
+def _symbol_name(symbol: sp.Symbol) -> str:
+    if symbol in CODE_NAMES:
+        return CODE_NAMES[symbol]
+    return symbol.name
+
+
+def temporary_name(expr: sp.Expr) -> str:
+    """The name a temporary computing ``expr`` gets, derived from the expression.
+
+    ``GroupMean(h*xhat)`` -> ``mean_h_xhat``, ``AffineSum(g*xhat)`` -> ``sum_grad_out_xhat``,
+    ``xc**2`` -> ``xc_sq``, ``-h`` -> ``neg_h``, products join their factors' names in
+    the printed order, sums their terms' with ``plus`` / ``minus``.
+    """
+    if expr.is_Symbol:
+        return _symbol_name(expr)
+    if isinstance(expr, sym.GroupMean):
+        return "mean_" + temporary_name(expr.args[0])
+    if isinstance(expr, sym.AffineSum):
+        return "sum_" + temporary_name(expr.args[0])
+    if isinstance(expr, sp.Mul):
+        coefficient, rest = expr.as_coeff_Mul()
+        if coefficient not in (1, -1):
+            raise UnsupportedNode(f"no name for a temporary with coefficient {coefficient}: {expr}")
+        factors = sorted(sp.Mul.make_args(rest), key=lambda f: factor_key(f, FULL_FIELDS, temporary_name(f)))
+        name = "_".join(temporary_name(f) for f in factors)
+        return f"neg_{name}" if coefficient == -1 else name
+    if isinstance(expr, sp.Pow):
+        base, exponent = expr.args
+        prefixes = {sp.Rational(-1, 2): "rsqrt_", sp.Rational(1, 2): "sqrt_", sp.Integer(-1): "inv_"}
+        if exponent in prefixes:
+            return prefixes[exponent] + temporary_name(base)
+        if exponent == 2:
+            return temporary_name(base) + "_sq"
+        raise UnsupportedNode(f"no name for a temporary {expr}")
+    if isinstance(expr, sp.Add):
+        terms = sorted(sp.Add.make_args(expr), key=lambda t: term_key(t, FULL_FIELDS, [temporary_name(t)]))
+        parts = []
+        for index, term in enumerate(terms):
+            negative = term.could_extract_minus_sign()
+            text = temporary_name(-term if negative else term)
+            parts.append(("minus_" if negative else "" if index == 0 else "plus_") + text)
+        return "_".join(parts)
+    raise UnsupportedNode(f"no name for a temporary {type(expr).__name__}: {expr!r}")
+
+
+# --- printing ----------------------------------------------------------------------
+
 class ArrayPrinter(StrPrinter):
     """Prints one expression of the derivation as array code in ``dialect``.
 
     ``full`` names the symbols that are arrays of the full working shape (the fields
     and the temporaries computed from them); a reduction fuses only when one of its
-    factors is such an array.
+    factors is such an array. ``temporaries`` are the other symbols the code defines.
     """
 
-    def __init__(self, dialect: Dialect, full: frozenset[sp.Symbol] = FULL_FIELDS):
+    def __init__(self, dialect: Dialect, full: frozenset[sp.Symbol] = FULL_FIELDS,
+                 temporaries: frozenset[sp.Symbol] = frozenset()):
         super().__init__({"order": "none"})
         self.dialect = dialect
         self.full = full
+        self.temporaries = temporaries
 
     def emptyPrinter(self, expr):  # noqa: N802 (SymPy's name)
         raise UnsupportedNode(f"no printer for {type(expr).__name__}: {expr!r}")
@@ -163,9 +236,61 @@ class ArrayPrinter(StrPrinter):
     def _print_Symbol(self, expr):
         if expr in CODE_NAMES:
             return CODE_NAMES[expr]
-        if _TEMPORARY.match(expr.name):
+        if expr in self.temporaries or any(expr == s for s, _ in NAMED_SUBEXPRESSIONS):
             return expr.name
         raise UnsupportedNode(f"symbol {expr.name!r} has no code name")
+
+    def _atom(self, expr: sp.Expr) -> str:
+        """``expr`` as an operand of ``*`` or ``**``: parenthesised unless it binds tighter."""
+        text = self._print(expr)
+        power = isinstance(expr, sp.Pow) and expr.exp.is_Integer and expr.exp > 0
+        call = isinstance(expr, sp.Pow) and re.fullmatch(r"[\w.]+\(.*\)", text) is not None
+        if expr.is_Symbol or _is_reduction(expr) or (expr.is_Integer and expr >= 0) or power or call:
+            return text
+        return f"({text})"
+
+    def ordered_terms(self, expr: sp.Add) -> list[sp.Expr]:
+        def key(term):
+            magnitude = -term if term.could_extract_minus_sign() else term
+            names = [self._print(f) for f in sp.Mul.make_args(magnitude) if not f.is_Number]
+            return term_key(term, self.full, names)
+        return sorted(sp.Add.make_args(expr), key=key)
+
+    def ordered_factors(self, expr: sp.Expr) -> list[sp.Expr]:
+        return sorted(sp.Mul.make_args(expr), key=lambda f: factor_key(f, self.full, self._print(f)))
+
+    def _print_Add(self, expr, order=None):
+        parts = []
+        for index, term in enumerate(self.ordered_terms(expr)):
+            negative = term.could_extract_minus_sign()
+            text = self._print(-term if negative else term)
+            if index == 0:
+                parts.append(f"-{text}" if negative else text)
+            else:
+                parts.append(f"{'-' if negative else '+'} {text}")
+        return " ".join(parts)
+
+    def ordered_product(self, expr: sp.Expr) -> tuple[sp.Number, list[sp.Expr]]:
+        """(coefficient, factors in print order) of a product; a negative coefficient goes into
+        a sum factor when the sum then leads with a positive term (-rstd * (mean_h - h) is
+        rstd * (h - mean_h))."""
+        coefficient, rest = expr.as_coeff_Mul()
+        ordered = self.ordered_factors(rest)
+        sums = [f for f in ordered if isinstance(f, sp.Add)]
+        if coefficient.is_negative and len(sums) == 1:
+            negated = sp.Add(*(-t for t in sums[0].args))
+            if not self.ordered_terms(negated)[0].could_extract_minus_sign():
+                coefficient, ordered = -coefficient, [negated if f is sums[0] else f for f in ordered]
+        return coefficient, ordered
+
+    def _print_Mul(self, expr):
+        coefficient, ordered = self.ordered_product(expr)
+        factors = [self._atom(f) for f in ordered]
+        if coefficient == -1:
+            return "-" + " * ".join(factors)
+        if coefficient == 1:
+            return " * ".join(factors)
+        return " * ".join([self._print(coefficient), *factors])
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
@@ -175,15 +300,18 @@ class ArrayPrinter(StrPrinter):
             return self.dialect.sqrt.format(arg=self._print(base))
         if not exponent.is_Integer:
             raise UnsupportedNode(f"power with exponent {exponent}")
-        return super()._print_Pow(expr, rational)
+        if exponent > 0:
+            return f"{self._atom(base)}**{exponent}"
+        return f"1 / {self._atom(base)}" + ("" if exponent == -1 else f"**{-exponent}")
 
     def _reduction(self, expr, plain: str, fused: str | None):
         arg = expr.args[0]
         if fused is None or not (arg.free_symbols & self.full):
             return plain.format(arg=self._print(arg))
         coefficient, rest = arg.as_coeff_Mul()
-        call = fused.format(factors=", ".join(self._print(f) for f in _factors(rest)))
-        return call if coefficient == 1 else f"({self._print(coefficient)})*{call}"
+        factors = [f for factor in self.ordered_factors(rest) for f in _factors(factor)]
+        call = fused.format(factors=", ".join(self._print(f) for f in factors))
+        return call if coefficient == 1 else f"{self._atom(coefficient)} * {call}"
 
     def _print_GroupMean(self, expr):
         return self._reduction(expr, self.dialect.group_mean, self.dialect.fused_group_mean)
@@ -198,234 +326,269 @@ class ArrayPrinter(StrPrinter):
         raise UnsupportedNode(f"float literal {expr} (derived expressions are exact)")
 
 
-def _is_reduction(expr: sp.Expr) -> bool:
-    return isinstance(expr, (sym.GroupMean, sym.AffineSum))
+# The dialect of formulas in docstrings: mean(.) over the group, sum(.) over affine_dims.
+FORMULA = Dialect(module="formula", group_mean="mean({arg})", affine_sum="sum({arg})",
+                  sqrt="sqrt({arg})", rsqrt="1 / sqrt({arg})")
+
+
+def formula(expr: sp.Expr, *, named: bool = True) -> str:
+    """``expr`` as a docstring formula: code names, spec order, mean(.) and sum(.) written out;
+    with ``named``, the spec's named subexpressions (h) by their names."""
+    return ArrayPrinter(FORMULA).doprint(name_subexpressions(expr) if named else expr)
+
+
+# --- statements --------------------------------------------------------------------
+
+def name_subexpressions(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with the spec's named subexpressions (h = gamma * g) substituted."""
+    for symbol, definition in NAMED_SUBEXPRESSIONS:
+        expr = expr.subs(definition, symbol)
+    return expr
 
 
 def straight_line(outputs: dict[str, sp.Expr]) -> list[tuple[str, sp.Expr]]:
-    """Assignments computing ``outputs``: CSE, then every reduction in its own temporary."""
+    """Assignments computing ``outputs``: the spec's named subexpressions, CSE, then every
+    nested reduction in its own temporary, each temporary named by :func:`temporary_name`."""
     names = list(outputs)
-    replacements, reduced = sp.cse(
-        [outputs[n] for n in names],
-        symbols=sp.numbered_symbols("t"),
-        optimizations="basic",
-        order="none",
-    )
-    counters = {"mean": 0, "sum": 0}
-    statements: list[tuple[str, sp.Expr]] = []
+    exprs = [name_subexpressions(outputs[n]) for n in names]
+    statements: list[tuple[str, sp.Expr]] = [(s.name, d) for s, d in NAMED_SUBEXPRESSIONS
+                                             if any(e.has(s) for e in exprs)]
+    replacements, reduced = sp.cse(exprs, symbols=sp.numbered_symbols("_cse"), optimizations="basic",
+                                   order="none")
+    taken = {name: None for name in (*CODE_NAMES.values(), *names)}
+    taken.update({name: value for name, value in statements})
+    defined: dict[sp.Expr, sp.Symbol] = {}
 
-    def lift(expr: sp.Expr, *, keep_top: bool) -> sp.Expr:
-        """Move nested reductions of ``expr`` into statements of their own."""
+    def temporary(value: sp.Expr) -> sp.Symbol:
+        if value in defined:
+            return defined[value]
+        name = temporary_name(value)
+        if name in taken:
+            raise UnsupportedNode(f"temporary {name!r} for {value} clashes with {taken[name] or 'a code name'}")
+        taken[name] = value
+        symbol = defined[value] = sp.Symbol(name)
+        statements.append((name, value))
+        return symbol
 
-        def visit(node: sp.Expr, top: bool) -> sp.Expr:
-            if not node.args:
-                return node
-            rebuilt = node.func(*(visit(a, False) for a in node.args))
-            if _is_reduction(rebuilt) and not top:
-                kind = "mean" if isinstance(rebuilt, sym.GroupMean) else "sum"
-                temp = sp.Symbol(f"{kind}_{counters[kind]}")
-                counters[kind] += 1
-                statements.append((temp.name, rebuilt))
-                return temp
-            return rebuilt
+    def lift(node: sp.Expr, top: bool = True) -> sp.Expr:
+        """``node`` with its nested reductions moved into temporaries of their own."""
+        if not node.args:
+            return node
+        rebuilt = node.func(*(lift(a, False) for a in node.args))
+        return temporary(rebuilt) if _is_reduction(rebuilt) and not top else rebuilt
 
-        return visit(expr, keep_top)
+    def add(name: str, value: sp.Expr) -> None:
+        """Append ``name = value`` after the temporaries its lift creates, those in the order
+        the statement mentions them (as it reads) unless one is computed from another."""
+        start = len(statements)
+        value = lift(value)
+        lifted = statements[start:]
+        if not any(t.has(sp.Symbol(n)) for n, _ in lifted for _, t in lifted):
+            known = frozenset(sp.Symbol(n) for n, _ in statements)
+            text = ArrayPrinter(FORMULA, FULL_FIELDS | known, known).doprint(value)
+            position = {n: re.search(rf"\b{n}\b", text).start() for n, _ in lifted}
+            statements[start:] = sorted(lifted, key=lambda s: position[s[0]])
+        statements.append((name, value))
 
-    for temp, value in replacements:
-        statements.append((temp.name, lift(value, keep_top=True)))
+    renamed: dict[sp.Symbol, sp.Symbol] = {}
+    for cse_symbol, value in replacements:
+        value = lift(value.xreplace(renamed))
+        renamed[cse_symbol] = value if value.is_Symbol else temporary(value)
     for name, value in zip(names, reduced):
-        statements.append((name, lift(value, keep_top=True)))
+        add(name, value.xreplace(renamed))
     return statements
 
 
 _BY_NAME = {name: symbol for symbol, name in CODE_NAMES.items()}
+_BY_NAME.update({symbol.name: symbol for symbol, _ in NAMED_SUBEXPRESSIONS})
 
 
-class _BodyWriter:
-    """Emits one kernel body (see :func:`print_statements`).
+def _symbol(name: str) -> sp.Symbol:
+    """The symbol a statement named ``name`` defines."""
+    return _BY_NAME.get(name) or sp.Symbol(name)
 
-    Tracks which names hold per-element arrays (``full``), which of those arrays the
-    body created itself (``owned``: the only ones ever written in place), and, with
-    ``reuse``, which created arrays hold dead values (``free``: written again through
-    ``out=`` instead of allocating).
-    """
 
-    def __init__(self, dialect: Dialect, statements, returns, reuse: bool, indent: str):
-        self.dialect, self.reuse, self.indent = dialect, reuse, indent
-        self.statements = [(name, _BY_NAME.get(name, sp.Symbol(name)), value) for name, value in statements]
-        end = len(self.statements)
-        self.last_use = {symbol: (end if name in returns else index)
-                         for index, (name, symbol, _) in enumerate(self.statements)}
-        for index, (_, _, value) in enumerate(self.statements):
-            for symbol in value.free_symbols:
-                if symbol in self.last_use and self.last_use[symbol] < end:
-                    self.last_use[symbol] = max(self.last_use[symbol], index)
-        self.full: set[sp.Symbol] = set(FULL_FIELDS)
-        self.owned: set[sp.Symbol] = set()
-        self.free: list[str] = []
-        self.scratch = 0
-        self.lines: list[str] = []
+def without_aliases(statements: list[tuple[str, sp.Expr]], returns: tuple[str, ...] = ()
+                    ) -> list[tuple[str, sp.Expr]]:
+    """``statements`` without the ones that only rename a value (rms: ``xc = x``): later
+    statements read the value itself, so every array keeps one name."""
+    aliases: dict[sp.Symbol, sp.Expr] = {}
+    kept = []
+    for name, value in statements:
+        value = value.xreplace(aliases)
+        if value.is_Symbol:
+            if name in returns:
+                raise UnsupportedNode(f"returned value {name!r} is only another name for {value}")
+            aliases[_symbol(name)] = value
+            continue
+        kept.append((name, value))
+    return kept
 
-    # -- text ----------------------------------------------------------------------
 
-    def text(self, expr: sp.Expr) -> str:
-        return ArrayPrinter(self.dialect, frozenset(self.full)).doprint(expr)
+def inline(statements: list[tuple[str, sp.Expr]], returns: tuple[str, ...] = ()) -> list[tuple[str, sp.Expr]]:
+    """``statements`` without renamings (:func:`without_aliases`) and with every per-element
+    value that is not returned and is read once, by a per-element statement, written into
+    that statement (``xhat = xc * rstd; y = weight * xhat + bias`` -> ``y = weight * xc *
+    rstd + bias``): an array is made only for a value that is read more than once."""
+    statements = without_aliases(statements, returns)
+    full = set(FULL_FIELDS)
+    per_element = {}
+    for name, value in statements:
+        per_element[name] = not _is_reduction(value) and bool(value.free_symbols & full)
+        if per_element[name]:
+            full.add(_symbol(name))
 
-    def operand_text(self, expr: sp.Expr) -> str:
-        """``expr`` as an operand of a binary operator (parenthesised unless atomic)."""
-        text = self.text(expr)
-        atomic = expr.is_Symbol or (expr.is_Number and not expr.could_extract_minus_sign())
-        power = isinstance(expr, sp.Pow) and expr.base.is_Symbol and expr.exp.is_Integer and expr.exp > 0
-        return text if atomic or power else f"({text})"
+    def single_use(index: int) -> int | None:
+        name, value = statements[index]
+        symbol = _symbol(name)
+        if name in returns or not per_element[name]:
+            return None
+        users = [j for j in range(index + 1, len(statements)) if symbol in statements[j][1].free_symbols]
+        if len(users) != 1 or _is_reduction(statements[users[0]][1]):
+            return None
+        user = statements[users[0]][1]
+        powers = [p for p in user.atoms(sp.Pow) if p.base.has(symbol)]
+        return users[0] if user.count(symbol) == 1 and not powers else None
 
-    def emit(self, target: str, rhs: str) -> None:
-        self.lines.append(f"{self.indent}{target} {rhs}\n")
+    index = len(statements) - 1
+    while index >= 0:
+        user = single_use(index)
+        if user is not None:
+            name, value = statements.pop(index)
+            user -= 1
+            statements[user] = (statements[user][0],
+                                statements[user][1].xreplace({_symbol(name): value}))
+        index -= 1
+    return statements
 
-    def is_full(self, expr: sp.Expr) -> bool:
-        return not _is_reduction(expr) and bool(expr.free_symbols & self.full)
 
-    # -- the body ------------------------------------------------------------------
+# One line of a body: ``target <op> value`` with op "=" (a new array) or "+=", "-=", "*=".
+Line = tuple[str, str, sp.Expr]
 
-    def write(self) -> str:
-        for index, (name, symbol, value) in enumerate(self.statements):
-            if _is_reduction(value):
-                self.reduction(name, value, index)
-            elif self.is_full(value) and isinstance(value, (sp.Add, sp.Mul, sp.Pow)):
-                self.build(value, name, index)
-                self.owned.add(symbol)
-            else:
-                self.emit(name, f"= {self.text(value)}")
-                if self.is_full(value) and not value.is_Symbol:
-                    self.owned.add(symbol)
-            if self.is_full(value):
-                self.full.add(symbol)
-            self.release(index)
-        return "".join(self.lines)
 
-    def release(self, index: int) -> None:
-        """Created arrays whose value nothing reads after statement ``index`` become free."""
-        for name, symbol, _ in self.statements:
-            if symbol in self.owned and self.last_use[symbol] == index:
-                self.owned.discard(symbol)
-                if self.reuse:
-                    self.free.append(name)
+def _in_place(printer: ArrayPrinter, name: str, value: sp.Expr) -> list[Line] | None:
+    """``name = value`` as a new array made by one operation, then updated in place by the
+    others in the formula's order (``dx = h - mean_h; dx -= xhat * mean_h_xhat; dx *= rstd``);
+    None when ``value`` is one operation (or not per-element)."""
+    def is_full(expr: sp.Expr) -> bool:
+        return not _is_reduction(expr) and bool(expr.free_symbols & printer.full)
 
-    def take_free(self) -> str | None:
-        """A free array to write a binary operation into (None: create a new one)."""
-        return self.free.pop(0) if self.free and self.dialect.binary else None
+    def made(expr: sp.Expr) -> list[Line]:
+        return _in_place(printer, name, expr) or [(name, "=", expr)]
 
-    def reduction(self, name: str, value: sp.Expr, index: int) -> None:
-        """A reduction; without a fused form, a compound argument is built in a scratch array."""
-        arg = value.args[0]
-        fused = self.dialect.fused_group_mean if isinstance(value, sym.GroupMean) else self.dialect.fused_affine_sum
-        if not self.reuse or fused is not None or not self.is_full(arg) or arg.is_Symbol:
-            self.emit(name, f"= {self.text(value)}")
-            return
-        template = self.dialect.group_mean if isinstance(value, sym.GroupMean) else self.dialect.affine_sum
-        pair = self.binary_operands(arg)
-        if self.free and self.dialect.binary and pair is not None:  # into a free array, inline
-            out = self.free[0]
-            left, operator, right = pair
-            self.emit(name, f"= {template.format(arg=self.dialect.binary_into(operator, left, right, out))}")
-            return
-        scratch = self.free[0] if self.free else f"buf{self.scratch}"
-        if not self.free:
-            self.scratch += 1
-        self.build(arg, scratch, index)
-        self.emit(name, f"= {template.format(arg=scratch)}")
-        self.free.append(scratch)  # its value is dead once reduced
-
-    def binary_operands(self, expr: sp.Expr) -> tuple[str, str, str] | None:
-        """(left, operator, right) when ``expr`` is one product or sum of two atoms, else None."""
-        if isinstance(expr, sp.Pow) and expr.exp == 2 and expr.base.is_Symbol:
-            return self.text(expr.base), "*", self.text(expr.base)
-        if isinstance(expr, sp.Mul) and len(expr.args) == 2 and all(a.is_Symbol for a in expr.args):
-            return self.text(expr.args[0]), "*", self.text(expr.args[1])
-        return None
-
-    def create(self, target: str, left: str, operator: str, right: str) -> None:
-        """``target = left <operator> right`` as a new array, or into a free one."""
-        out = self.take_free()
-        if out is None:
-            spaced = operator if operator == "*" else f" {operator} "
-            self.emit(target, f"= {left}{spaced}{right}")
+    if isinstance(value, sp.Add):
+        terms = printer.ordered_terms(value)
+        first_full = next((i for i, t in enumerate(terms) if is_full(t)), None)
+        if first_full is None:
+            return None
+        # the first operation: the first term when it is one itself, else the terms up to the
+        # first per-element one (at least two)
+        count = 1 if first_full == 0 and not terms[0].is_Atom else max(first_full, 1) + 1
+        if count >= len(terms) and count > 1:
+            return None
+        lines = made(sp.Add(*terms[:count]))
+        for term in terms[count:]:
+            negative = term.could_extract_minus_sign()
+            lines.append((name, "-=" if negative else "+=", -term if negative else term))
+        return lines
+    if isinstance(value, sp.Mul):
+        coefficient, factors = printer.ordered_product(value)
+        sums = [f for f in factors if isinstance(f, sp.Add)]
+        if len(sums) == 1 and is_full(sums[0]):
+            lines, rest = made(sums[0]), [f for f in factors if f is not sums[0]]
         else:
-            self.emit(target, f"= {self.dialect.binary_into(operator, left, right, out)}")
-
-    def build(self, expr: sp.Expr, target: str, index: int) -> None:
-        """Emit statements leaving ``expr`` (per element) in a new array named ``target``.
-
-        The operands of a sum or product are the per-element ones and at most two
-        combined small ones (the group constants together, the parameters together:
-        combining a parameter with a group constant could itself be a full-size array).
-        The array is created by building one compound per-element operand into it, by
-        taking over a created array that nothing reads afterwards (``reuse``), or by one
-        binary operation (into a free array when there is one); the other operands
-        are then applied in place.
-        """
-        if isinstance(expr, sp.Pow) and expr.exp == 2 and self.is_full(expr.base) and expr.base.is_Symbol:
-            operand = self.text(expr.base)
-            self.create(target, operand, "*", operand)
-            return
-        if not isinstance(expr, (sp.Add, sp.Mul)):
-            self.emit(target, f"= {self.text(expr)}")
-            return
-        is_add = isinstance(expr, sp.Add)
-        full = [a for a in expr.args if self.is_full(a)]
-        small = [a for a in expr.args if not self.is_full(a)]
-        groups = [g for g in ([a for a in small if not sym.is_group_constant(a)],
-                              [a for a in small if sym.is_group_constant(a)]) if g]
-        operands = [self.signed(a, is_add) for a in full] + [self.signed(expr.func(*g), is_add) for g in groups]
-        base = None
-        for operand in operands[:len(full)]:  # take over an array that nothing reads afterwards
-            arg, negated = operand
-            if (self.reuse and not negated and arg.is_Symbol and arg in self.owned
-                    and self.last_use[arg] == index):
-                self.owned.discard(arg)
-                self.emit(target, f"= {self.text(arg)}")
-                base = operand
-                break
-        if base is None:
-            for operand in operands[:len(full)]:  # build a compound operand in place
-                arg, negated = operand
-                if not negated and isinstance(arg, (sp.Add, sp.Mul)):
-                    self.build(arg, target, index)
-                    base = operand
-                    break
-        if base is None:  # one binary operation creates the array
-            first = next((o for o in operands[:len(full)] if not o[1]), operands[0])
-            rest = [o for o in operands if o is not first]
-            second = rest.pop(0)
-            operator = ("-" if second[1] else "+") if is_add else "*"
-            if first[1]:
-                self.emit(target, f"= -{self.operand_text(first[0])} {operator} {self.operand_text(second[0])}")
+            # the first operation: a per-element factor times the next one, or times the group
+            # constants (xc * rstd: the normalized value); the parameters follow
+            fields = [f for f in factors if is_full(f)]
+            constants = [f for f in factors if f not in PARAMETERS and not is_full(f)]
+            if not fields:
+                return None
+            if len(fields) > 1:
+                first = fields[:2]
             else:
-                self.create(target, self.operand_text(first[0]), operator, self.operand_text(second[0]))
-        else:
-            rest = [o for o in operands if o is not base]
-        for arg, negated in rest:
-            operator = ("-" if negated else "+") if is_add else "*"
-            self.emit(target, f"{operator}= {self.text(arg)}")
+                first = [*fields, coefficient, *constants] if coefficient != 1 or constants else factors
+            if sp.Mul(*first) == value:
+                return None
+            lines = [(name, "=", sp.Mul(*first))]
+            rest = [f for f in factors if not any(f is g for g in first)]
+            coefficient = 1 if coefficient in first else coefficient
+        # the other factors in place: the group constants together, the parameters together
+        # (a parameter times a group constant can be as large as the array itself)
+        groups = [*([f] for f in rest if is_full(f)),
+                  [coefficient, *(f for f in rest if f not in PARAMETERS and not is_full(f))],
+                  [f for f in rest if f in PARAMETERS]]
+        return lines + [(name, "*=", sp.Mul(*group)) for group in groups if group and sp.Mul(*group) != 1]
+    return None
 
-    @staticmethod
-    def signed(arg: sp.Expr, is_add: bool) -> tuple[sp.Expr, bool]:
-        """(magnitude, subtracted): an addend -t0 is t0 subtracted."""
-        if is_add and arg.could_extract_minus_sign():
-            return -arg, True
-        return arg, False
+
+def _allocates(line: Line, full: set[sp.Symbol], dialect: Dialect) -> bool:
+    """Whether running ``line`` makes a per-element array (its result or a temporary)."""
+    def makes(expr: sp.Expr) -> bool:
+        if expr.is_Atom:
+            return False
+        if _is_reduction(expr):
+            fused = dialect.fused_group_mean if isinstance(expr, sym.GroupMean) else dialect.fused_affine_sum
+            arg = expr.args[0]
+            if fused is not None and arg.free_symbols & full:
+                return False
+            return makes(arg) or (not arg.is_Atom and bool(arg.free_symbols & full))
+        if isinstance(expr, sp.Pow) and expr.exp.is_Integer:
+            return bool(expr.base.free_symbols & full) or makes(expr.base)
+        operands = [a for a in expr.args if not a.is_Number]
+        return any(makes(a) for a in operands) or any(
+            not _is_reduction(a) and a.free_symbols & full for a in operands)
+
+    _, op, value = line
+    return makes(value) if op != "=" else makes(value) or (value.is_Atom and value in full)
+
+
+def _free_after_last_use(lines: list[Line], arrays: list[str], full: set[sp.Symbol],
+                         dialect: Dialect) -> list[Line | str]:
+    """``lines`` with ``del name`` after the line that last reads each of ``arrays`` (per-element
+    arrays the body made and does not return) when a later line makes a per-element array:
+    that array then takes the memory over instead of faulting in fresh pages."""
+    reads = [value.free_symbols | ({_symbol(target)} if op != "=" else set()) for target, op, value in lines]
+    last = {name: max(i for i, r in enumerate(reads) if _symbol(name) in r) for name in arrays}
+    out: list[Line | str] = []
+    for index, line in enumerate(lines):
+        out.append(line)
+        dead = [name for name in arrays if last[name] == index]
+        if dead and any(_allocates(later, full, dialect) for later in lines[index + 1:]):
+            out.append(f"del {', '.join(dead)}")
+    return out
 
 
 def print_statements(statements: list[tuple[str, sp.Expr]], dialect: Dialect, indent: str = "    ", *,
-                     returns: tuple[str, ...] = (), reuse: bool = False) -> str:
+                     returns: tuple[str, ...] = (), in_place: bool = False) -> str:
     """The body computing ``statements`` in order; ``returns`` are the names it returns.
 
-    A per-element statement creates one array with its first operation and applies
-    the others in place; in-place updates only touch arrays the body created, never
-    its inputs. With ``reuse`` (code autograd does not record: torch saves operands
-    of products for its backward and refuses ones overwritten later) the body also
-    writes into arrays it created whose values are dead: a statement takes over such
-    an array (``xhat = xc; xhat *= rstd``) or creates its result in one through
-    ``out=``, and a reduction without a fused form builds its argument in one
-    (``buf0 = t0*xhat``, later ``dx = torch.mul(xhat, mean_0, out=buf0)``).
+    One statement per name, creating a new array under that name; renaming statements
+    and values read only once are folded into their use (:func:`inline`). A statement is
+    one line ``name = <expression>``, or with ``in_place`` (code autograd does not record)
+    the array is made by the first operation and finished in place by the others
+    (``dx = h - mean_h; dx -= xhat * mean_h_xhat; dx *= rstd``: neither library elides
+    the temporaries of an expression reliably), and a per-element array is freed
+    (``del``) after its last use. Only arrays the body created are ever written, never
+    its inputs.
     """
-    return _BodyWriter(dialect, statements, returns, reuse, indent).write()
+    full = set(FULL_FIELDS)
+    temporaries: set[sp.Symbol] = set()
+    lines: list[tuple[Line, ArrayPrinter]] = []
+    arrays = []
+    for name, value in inline(statements, returns):
+        symbol = _symbol(name)
+        printer = ArrayPrinter(dialect, frozenset(full), frozenset(temporaries))
+        lines += [(line, printer) for line in (in_place and _in_place(printer, name, value)) or [(name, "=", value)]]
+        if not _is_reduction(value) and value.free_symbols & full:
+            full.add(symbol)
+            if name not in returns:
+                arrays.append(name)
+        if symbol not in CODE_NAMES:
+            temporaries.add(symbol)
+    printers = {line: printer for line, printer in lines}
+    body = [line for line, _ in lines]
+    if in_place:
+        body = _free_after_last_use(body, arrays, full, dialect)
+    text = [line if isinstance(line, str) else f"{line[0]} {line[1]} {printers[line].doprint(line[2])}"
+            for line in body]
+    return "".join(f"{indent}{line}\n" for line in text)
