@@ -15,7 +15,7 @@ Inputs are already reshaped by the hand-written glue (``reference``): the group 
 ``group_dims``, parameter gradients are summed over ``affine_dims`` (``normspec.derive.layouts``),
 and every array is in one compute dtype.
 
-Bodies are written by ``printers.print_statements``: one statement per named value
+Bodies are written by ``kernel_bodies.print_statements``: one statement per named value
 (``h``, ``mean_h``, ``mean_h_xhat``, ``dx``), each its own array, finished in place in the
 formula's order (``dx = h - mean_h; dx -= xhat * mean_h_xhat; dx *= rstd``) except in
 torch's ``_vjp``, which autograd records for the double backward: there each statement
@@ -36,14 +36,15 @@ from pathlib import Path
 
 import sympy as sp
 
-from normspec.derive import outputs, printers, symbolic as sym
+from normspec.derive import kernel_bodies, outputs, printers, symbolic as sym
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED_DIR = ROOT / "reference" / "_generated"
 # Files in GENERATED_DIR that are written by hand, not generated (and are not strays).
 HAND_WRITTEN = ("__init__.py",)
 # The derivation's inputs: a change to any of them changes the recorded hash.
-DERIVATION_SOURCES = ("derive/symbolic.py", "derive/printers.py", "derive/codegen.py", "derive/numpy_runtime.py")
+DERIVATION_SOURCES = ("derive/symbolic.py", "derive/printers.py", "derive/kernel_bodies.py", "derive/codegen.py",
+                      "derive/numpy_runtime.py")
 REGENERATE_COMMAND = "normspec derive"
 MAX_LINE = 99  # generated lines are shorter than 100 characters
 
@@ -102,7 +103,7 @@ def _program_statements(family: sym.Family, *, upto_xhat: bool = False) -> list[
 
 def _formulas(statements: list[tuple[str, sp.Expr]], returns: tuple[str, ...] = ()) -> list[str]:
     """``name = formula`` lines of ``statements`` (renaming statements dropped)."""
-    return [f"{name} = {printers.formula(value)}" for name, value in printers.without_aliases(statements, returns)]
+    return [f"{name} = {printers.formula(value)}" for name, value in kernel_bodies.without_aliases(statements, returns)]
 
 
 def _function(name: str, args: list[str], doc: list[str | list[str]], statements: list[tuple[str, sp.Expr]],
@@ -113,7 +114,7 @@ def _function(name: str, args: list[str], doc: list[str | list[str]], statements
     return (
         f"def {name}({', '.join(args)}):\n"
         + _docstring(doc)
-        + printers.print_statements(statements, dialect, returns=tuple(returns), in_place=in_place)
+        + kernel_bodies.print_statements(statements, dialect, returns=tuple(returns), in_place=in_place)
         + f"    return {', '.join(returns)}\n"
     )
 
@@ -159,7 +160,7 @@ def _backward_source(family: sym.Family, dialect: printers.Dialect) -> str:
     args = ["grad_out", *_names(_SAVED), "weight", *_gradient_args(family)]
     doc = _backward_doc(forms, f"Backward of the {family.name} family, derived for a general group size, "
                                f"from the forward's xhat and rstd:")
-    return _function(f"{family.name}_backward", args, doc, printers.straight_line(outputs_), list(outputs_),
+    return _function(f"{family.name}_backward", args, doc, kernel_bodies.straight_line(outputs_), list(outputs_),
                      dialect)
 
 
@@ -174,8 +175,8 @@ def _vjp_source(family: sym.Family, dialect: printers.Dialect) -> str:
     args = ["grad_out", "x", *[n for n in given if n != "bias"], "eps", *_gradient_args(family)]
     doc = [f"{', '.join(outputs_)} of the {family.name} family from x: the statistics and xhat recomputed "
            f"as in {family.name}_forward, then the closed forms of {family.name}_backward."]
-    statements = _program_statements(family, upto_xhat=True) + printers.straight_line(outputs_)
-    return _function(f"{family.name}_vjp", args, doc, statements, list(outputs_), dialect, recorded=True)
+    body = _program_statements(family, upto_xhat=True) + kernel_bodies.straight_line(outputs_)
+    return _function(f"{family.name}_vjp", args, doc, body, list(outputs_), dialect, recorded=True)
 
 
 def runtime_source(dialect: printers.Dialect) -> tuple[list[str], str]:

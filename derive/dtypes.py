@@ -48,6 +48,11 @@ def largest(name: str) -> float:
     return float(finfo(name).max)
 
 
+def smallest_subnormal(name: str) -> float:
+    """The spacing of the dtype's subnormal range (float16: 2^-24, about 6e-8)."""
+    return float(finfo(name).smallest_subnormal)
+
+
 def machine_eps(name: str) -> float:
     """rms_norm's eps=None: the machine epsilon of the compute dtype (as torch)."""
     return spacing_at_one(compute_dtype(name))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from normspec.derive import codegen, outputs, printers, symbolic as sym
+from normspec.derive import kernel_bodies, codegen, outputs, printers, symbolic as sym
 from normspec import cli
 
 DIALECTS = [printers.NUMPY, printers.TORCH]
@@ -92,7 +92,7 @@ def test_printer_fails_loudly_on_unsupported_nodes(expr):
 
 
 def test_reductions_are_lifted_into_temporaries():
-    statements = printers.straight_line({"dx": sym.derive(sym.CENTERED).dx})
+    statements = kernel_bodies.straight_line({"dx": sym.derive(sym.CENTERED).dx})
     reductions = [name for name, value in statements if isinstance(value, sym.GroupMean)]
     assert len(reductions) == 2
     assert not any(value.has(sym.GroupMean) for name, value in statements if name not in reductions)
@@ -154,7 +154,7 @@ def test_temporaries_are_named_from_their_expressions():
     assert printers.temporary_name(sym.GroupMean(printers.H)) == "mean_h"
     assert printers.temporary_name(sym.AffineSum(sym.g * sym.xhat)) == "sum_grad_out_xhat"
     assert printers.temporary_name(sym.GroupMean(sym.xc**2)) == "mean_xc_sq"
-    statements = dict(printers.straight_line(sym.derive(sym.CENTERED).outputs()))
+    statements = dict(kernel_bodies.straight_line(sym.derive(sym.CENTERED).outputs()))
     assert statements["h"] == sym.gamma * sym.g
     assert statements["mean_h"] == sym.GroupMean(printers.H)
     assert statements["mean_h_xhat"] == sym.GroupMean(printers.H * sym.xhat)

@@ -3,6 +3,7 @@ reports, reproduction files, the CLI and the pytest plugin."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 import normspec
 from normspec.derive.errors import NormSpecError
 from normspec import cli
-from normspec.verify.running.battery import FAILED, PASSED, SKIPPED
+from normspec.verify.running.battery import EXPECTED, FAILED, PASSED, RANGE_LIMIT, SKIPPED
 
 FAST = dict(dtypes=["float64"], max_examples=3)
 
@@ -49,16 +50,49 @@ def test_forward_only_is_said_and_gradient_checks_skip():
 def test_misbehaviour_is_a_reported_failure(name, message):
     dtypes = ["float16"] if name == "wrong_dtype" else ["float64"]
     report = normspec.check(f"tests.misbehaving.impls:{name}", "layer_norm", dtypes=dtypes, max_examples=3,
-                          checks=["forward", "mean_zero"])
+                            checks=["forward", "mean_zero"], array="torch")
     assert not report.ok
     assert any(message in r.reason for r in report.battery.failed), [r.reason for r in report.battery.failed]
     assert len(report.checks) == 2  # one misbehaving call does not stop the other checks
+
+
+def test_a_probe_that_fails_says_so_instead_of_guessing(capsys):
+    with pytest.raises(NormSpecError, match="with torch tensors raised RuntimeError: kernel launch failed and "
+                                            "with NumPy arrays raised RuntimeError"):
+        normspec.check("tests.misbehaving.impls:raises", "layer_norm")
+    assert cli.main(["verify", "--impl", "tests.misbehaving.impls:raises", "--variant", "layer_norm"]) == 2
+    assert "pass array='torch' or 'numpy' (--array)" in capsys.readouterr().out
+
+
+def test_array_option_states_the_array_kind(capsys):
+    """--array numpy on a torch function: every call reports what went wrong (no probe)."""
+    assert cli.main(["verify", "--impl", "tests.misbehaving.impls:correct", "--variant", "layer_norm",
+                     "--array", "numpy", "--dtype", "float64", "--check", "forward", "--max-examples", "1"]) == 1
+    assert "layer_norm::float64::forward" in capsys.readouterr().out
 
 
 def test_nondeterminism_is_caught_by_its_check():
     report = normspec.check("tests.misbehaving.impls:nondeterministic", "layer_norm", checks=["deterministic"],
                           **FAST)
     assert [r.check for r in report.battery.failed] == ["deterministic"]
+
+
+def test_a_flaky_implementation_is_named_nondeterministic_and_no_invariant_is_blamed():
+    report = normspec.check("tests.misbehaving.impls:flaky", "layer_norm", dtypes=["float64"], max_examples=6,
+                            checks=["forward", "identity_recovery", "deterministic"])
+    failed = {r.check: r for r in report.battery.failed}
+    assert "deterministic" in failed, [r.reason for r in report.checks]
+    for name, r in failed.items():
+        if name != "deterministic":
+            assert r.reason.startswith("nondeterministic: ") and r.nondeterministic, r.reason
+    assert "calls on the minimal case differ from the first" in " ".join(r.reason for r in failed.values()
+                                                                       if r.check != "deterministic")
+
+
+def test_a_deterministic_failure_is_not_called_nondeterministic():
+    report = normspec.check("tests.broken.impls:layer_norm_unbiased_var", "layer_norm", dtypes=["float64"],
+                            checks=["forward"], max_examples=4)
+    assert report.battery.failed and not report.battery.failed[0].nondeterministic
 
 
 def test_a_hang_is_interrupted_by_the_time_limit():
@@ -111,7 +145,7 @@ def test_cli_exit_status_and_json(tmp_path, capsys):
                      "--dtype", "float64", "--max-examples", "3", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["ok"] is True
     assert cli.main(["verify", "--impl", "tests.misbehaving.impls:raises", "--variant", "layer_norm",
-                     "--dtype", "float64", "--check", "forward", "--max-examples", "2"]) == 1
+                     "--array", "torch", "--dtype", "float64", "--check", "forward", "--max-examples", "2"]) == 1
     assert "FAILED tests.misbehaving.impls:raises layer_norm::float64::forward" in capsys.readouterr().out
 
 
@@ -147,3 +181,85 @@ def test_parametrize_checks_decorator_runs_as_tests(tmp_path):
                          cwd=str(__import__("pathlib").Path(__file__).parent.parent))
     assert "2 passed" in run.stdout, run.stdout[-2000:]
     assert np is not None
+
+
+def test_a_module_is_checked_variant_by_variant_with_the_identities_among_them():
+    report = normspec.check("tests.misbehaving.kernels_module", dtypes=["float64"], max_examples=3,
+                            checks=["forward", "group_norm_one_group", "rms_is_layer_norm"])
+    assert {r.variant for r in report.checks} == {"layer_norm", "group_norm", "rms_norm"}
+    failed = {r.id for r in report.battery.failed}
+    # the wrong layer_norm fails on its own and through both identities that involve it
+    assert failed == {"layer_norm::float64::forward", "group_norm::float64::group_norm_one_group",
+                      "rms_norm::float64::rms_is_layer_norm"}, failed
+    one_group = next(r for r in report.battery.failed if r.check == "group_norm_one_group")
+    assert ("normspec verify --impl tests.misbehaving.kernels_module --variant group_norm "
+            "--check group_norm_one_group --case") in one_group.reproduction()
+
+
+def test_a_module_with_backward_functions_uses_them():
+    report = normspec.check("normspec.reference.numpy_ref", "group_norm", dtypes=["float64"], max_examples=2,
+                            checks=["backward", "group_norm_all_groups"])
+    assert report.ok and report.gradients == "backward"
+    assert [r.status for r in report.checks] == [PASSED, PASSED]
+
+
+def test_cli_takes_a_module(capsys):
+    assert cli.main(["verify", "--impl", "tests.misbehaving.kernels_module", "--dtype", "float64",
+                     "--check", "forward,group_norm_one_group", "--max-examples", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED tests.misbehaving.kernels_module group_norm::float64::group_norm_one_group" in out
+    with pytest.raises(NormSpecError, match="variant='batch_norm': expected one that"):
+        normspec.check("tests.misbehaving.kernels_module", "batch_norm")
+
+
+def test_finite_differences_blames_a_noisy_forward_not_the_gradient():
+    report = normspec.check("tests.broken.impls:layer_norm_one_pass_var", "layer_norm", dtypes=["float64"],
+                            checks=["finite_differences"], max_examples=20)
+    [failure] = report.battery.failed
+    assert failure.reason.startswith("y at the base point (the forward differenced)"), failure.reason
+
+
+def test_a_range_limit_is_told_apart_from_a_bug_and_fails_only_when_strict(tmp_path):
+    """Autograd of rsqrt(mean(x^2) + eps) in float32: d rsqrt underflows beyond float32's working range."""
+    report = normspec.check("torch.nn.functional:rms_norm", "rms_norm", dtypes=["float32"], checks=["backward"],
+                            max_examples=30)
+    [limit] = report.checks
+    assert limit.status == RANGE_LIMIT and report.ok, limit.reason
+    assert limit.reason.startswith("range limit: correct up to |x| = ") and "working range ends at 1.7e+12" in \
+        limit.reason, limit.reason
+    strict = normspec.check("torch.nn.functional:rms_norm", "rms_norm", dtypes=["float32"], checks=["backward"],
+                            max_examples=30, strict=True)
+    assert not strict.ok and strict.to_dict()["counts"][RANGE_LIMIT] == 1
+
+
+def test_a_bug_inside_the_working_range_is_not_a_range_limit():
+    report = normspec.check("tests.broken.impls:layer_norm_unbiased_var", "layer_norm", dtypes=["float32"],
+                            checks=["forward"], max_examples=8)
+    assert [r.status for r in report.checks] == [FAILED]
+
+
+def test_bounded_expected_failures_hide_only_what_they_bound(tmp_path):
+    impl, ids = "tests.broken.impls:layer_norm_unbiased_var", "layer_norm::float64::forward"
+    loose = normspec.check(impl, "layer_norm", dtypes=["float64"], checks=["forward"], max_examples=8,
+                           expected_failures=[ids])
+    assert loose.checks[0].status == EXPECTED and loose.ok
+    tight = normspec.check(impl, "layer_norm", dtypes=["float64"], checks=["forward"], max_examples=8,
+                           expected_failures=[f"{ids} ratio<=1.5"])
+    assert tight.checks[0].status == FAILED, "a failure beyond the bound fails again"
+    other_kind = normspec.check(impl, "layer_norm", dtypes=["float64"], checks=["forward"], max_examples=8,
+                                expected_failures=[f"{ids} values=huge"])
+    assert other_kind.checks[0].status == FAILED, "a failure on another value kind fails again"
+    listed = tmp_path / "known.txt"
+    listed.write_text(f"# known deviations\n{ids}  # N = 1 gives NaN, others are 1/N off\n"
+                      "layer_norm::float32::backward values=offset ratio<=4\n")
+    assert normspec.check(impl, "layer_norm", dtypes=["float64"], checks=["forward"], max_examples=8,
+                          expected_failures=listed).ok
+    with pytest.raises(NormSpecError, match="ratio<=NUMBER"):
+        normspec.check(impl, "layer_norm", expected_failures=[f"{ids} ratio<=x"])
+
+
+def test_a_listed_expected_failure_that_passes_is_warned_about(capsys):
+    assert cli.main(["verify", "--impl", "tests.misbehaving.impls:correct", "--variant", "layer_norm",
+                     "--dtype", "float64", "--check", "forward", "--max-examples", "2",
+                     "--expected-failures", str(Path(__file__).parent / "misbehaving" / "stale_expected.txt")]) == 0
+    assert "ran and passed this run" in capsys.readouterr().out

@@ -23,6 +23,7 @@ from normspec.verify import api
 from normspec.verify.cases.case import Case
 from normspec.verify.checks import CHECKS
 from normspec.verify.implementations.builtin import BUILTIN, builtin
+from normspec.verify.implementations import conventions as declared_conventions
 from normspec.verify.reporting import report
 from normspec.verify.reporting.report import Report
 from normspec.verify.reporting.repro import read_case
@@ -33,12 +34,16 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-
     _require_device(args.device)
-    if args.backward and not args.user_impl:
+    if args.convention and not args.user_impl:
+        raise SystemExit("--convention: only with --impl of your own (the built-ins follow torch's conventions)")
+    function = args.user_impl is not None and ":" in args.user_impl
+    if args.backward and not function:
         raise SystemExit("--backward: only with --impl package.module:function")
-    if args.user_impl and len(args.variant) != 1:
+    if function and len(args.variant or ()) != 1:
         raise SystemExit("--variant: name exactly one variant for --impl package.module:function")
+    if args.user_impl is None:
+        args.variant = args.variant or list(VARIANT_NAMES)
     if args.case:
         impls = [_user_implementation(args)] if args.user_impl else [_on_device(builtin(n), args.device)
                                                                       for n in args.impl]
@@ -46,11 +51,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     reports = []
     if args.user_impl:
         with _progress(f"{args.user_impl}") as advance:
-            reports.append(api.check(args.user_impl, args.variant[0], backward=args.backward, device=args.device,
+            reports.append(api.check(args.user_impl, args.variant, backward=args.backward, device=args.device,
+                                     conventions=args.convention,
                                      dtypes=args.dtype, checks=args.check, max_examples=args.max_examples,
-                                     expected_failures=args.expected_failures, timeout=args.timeout,
+                                     expected_failures=args.expected_failures, timeout=args.timeout, array=args.array,
                                      isolate=args.isolate, artifacts=args.artifacts, seed=args.seed,
-                                     progress=advance))
+                                     progress=advance, strict=args.strict))
     else:
         for name in args.impl:
             impl = _on_device(builtin(name), args.device)
@@ -58,7 +64,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             with _progress(name) as advance:
                 result = bat.run_battery(impl, variants=args.variant, dtypes=args.dtype, checks=args.check,
                                          hypothesis_settings=settings, seed=args.seed, progress=advance)
-            report = Report(result, impl)
+            report = Report(result, impl, strict=args.strict)
             if args.artifacts:
                 report.write_artifacts(Path(args.artifacts))
             reports.append(report)
@@ -97,8 +103,12 @@ def _write_reports(reports, args: argparse.Namespace) -> None:
 
 def _user_implementation(args: argparse.Namespace):
 
+    if ":" not in args.user_impl:
+        return api.build_module(args.user_impl, variants_wanted=tuple(args.variant or ()) or None,
+                                device=args.device, timeout=args.timeout, array=args.array,
+                                conventions=args.convention)
     return api.build(args.user_impl, args.variant[0], backward=args.backward, device=args.device,
-                     timeout=args.timeout)
+                     timeout=args.timeout, array=args.array, conventions=args.convention)
 
 
 def _require_device(device: str) -> None:
@@ -112,6 +122,8 @@ def cmd_repro(args: argparse.Namespace) -> int:
     saved = read_case(args.case_file)
     console.print(f"case:  {saved['case'].short()}")
     console.print(f"check: {saved['meta']['check']} — saved failure: {saved['meta']['failure']}")
+    if saved["meta"].get("conventions"):  # the truth of the replay follows them too
+        console.print(f"conventions: {declared_conventions.parse(saved['meta']['conventions']).describe()}")
     case, check, comparisons = api.replay_file(args.case_file, impl=args.impl, backward=args.backward,
                                               device=args.device)
     status = 0
@@ -177,8 +189,10 @@ def battery_rows() -> list[tuple[str, str, bool, str, float]]:
             worst = max((r.worst.worst_ratio for r in mine if r.worst and r.status == bat.PASSED), default=0.0)
             failed = [r for r in mine if r.status == bat.FAILED]
             expected = sum(r.status == bat.EXPECTED for r in mine)
+            limits = sum(r.status == bat.RANGE_LIMIT for r in mine)
             note = f"passing checks within {worst:.2g} of tolerance" + (
-                f"; {expected} expected deviations" if expected else "")
+                f"; {expected} expected deviations" if expected else "") + (
+                f"; {limits} range limits" if limits else "")
             rows.append((variant, f"battery: {name} ({sum(r.examples for r in mine)} examples)",
                          not failed, note, sum(r.seconds for r in mine)))
     return rows
@@ -196,13 +210,19 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
         return parse
 
     parser.add_argument("--impl", type=_impl_option(listed(BUILTIN)), default=list(BUILTIN),
-                        help="package.module:function (your implementation), or built-ins, comma-separated: "
+                        help="package.module:function or package.module (your implementation), or built-ins, comma-separated: "
                              + ", ".join(BUILTIN))
     parser.add_argument("--backward", default=None,
                         help="package.module:function with the signature of normspec.numpy_ref.*_backward")
-    parser.add_argument("--variant", type=listed(VARIANTS), default=list(VARIANTS), help="comma-separated")
+    parser.add_argument("--variant", type=listed(VARIANTS), default=None,
+                        help="comma-separated (default: every variant; for a module, every one it provides)")
     parser.add_argument("--dtype", type=listed(DTYPES), default=list(DTYPES), help="comma-separated")
     parser.add_argument("--check", type=listed(tuple(CHECKS)), default=None, help="comma-separated")
+    parser.add_argument("--array", choices=("torch", "numpy"), default=None,
+                        help="the arrays --impl takes (default: probed with one call of each kind)")
+    parser.add_argument("--convention", type=_convention_option, action="append", default=None,
+                        metavar="KEY=VALUE", help="a convention --impl declares (repeatable), e.g. running_var=biased, "
+                                                  "momentum=old; keys: " + ", ".join(declared_conventions.KEYS))
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--max-examples", type=_positive_int, default=None,
                         help="examples per check (default: the HYPOTHESIS_PROFILE, 'ci')")
@@ -211,7 +231,10 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", default=None, help="write the report as Markdown (a PR comment)")
     parser.add_argument("--artifacts", default=None, help="folder for reproduction files of failures")
     parser.add_argument("--expected-failures", default=None,
-                        help="file of check ids (variant::dtype::check), one per line, expected to fail")
+                        help="file of check ids (variant::dtype::check), one per line, expected to fail; "
+                             "bounds may follow: values=KIND,... ratio<=NUMBER")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail on range limits too (failures only beyond the dtype's working range)")
     parser.add_argument("--isolate", action="store_true",
                         help="run every call in a worker process (kernels that can crash the process)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
@@ -220,14 +243,25 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _impl_option(builtins_parser):
-    """--impl is either one import path (package.module:function) or built-in names."""
+    """--impl is one import path (package.module:function, or package.module: a module of functions
+    named after variants) or built-in names, comma-separated."""
 
     def parse(text: str):
-        if ":" in text:
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        if ":" in text or (len(names) == 1 and names[0] not in BUILTIN):
             return text
         return builtins_parser(text)
 
     return parse
+
+
+def _convention_option(text: str) -> str:
+    """One ``--convention key=value``, validated (the keys and values of verify.implementations.conventions)."""
+    try:
+        declared_conventions.parse([text], argument="--convention")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _positive_int(text: str) -> int:

@@ -38,8 +38,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--normspec-dtype", default=",".join(DTYPES), help="comma-separated dtypes")
     group.addoption("--normspec-check", default=None, help="comma-separated checks (default: all)")
     group.addoption("--normspec-device", default="cpu")
+    group.addoption("--normspec-strict", action="store_true", default=False,
+                    help="fail on range limits too (failures only beyond the dtype's working range)")
     group.addoption("--normspec-expected-failures", default=None,
                     help="file of test ids (variant-dtype-check or variant::dtype::check) expected to fail")
+    group.addoption("--normspec-convention", action="append", default=None, metavar="KEY=VALUE",
+                    help="a convention the implementation declares (repeatable), e.g. running_var=biased")
 
 
 @dataclass
@@ -52,7 +56,9 @@ class NormspecCheck:
     check: str
     backward: Any = None
     device: str = "cpu"
-    expected_failure: bool = False
+    expected_failure: Any = None  # the listed ExpectedFailure entry (with its bounds), if any
+    strict: bool = False  # range limits fail too
+    conventions: Any = None  # the declared Conventions (None: torch's)
 
     @property
     def id(self) -> str:
@@ -60,49 +66,71 @@ class NormspecCheck:
 
     def run(self) -> None:
         """Pass, fail with the minimal case and its reproduction, skip or xfail."""
-        from normspec.verify.running.battery import EXPECTED, FAILED, SKIPPED, run_check
+        from normspec.verify.running.battery import EXPECTED, FAILED, RANGE_LIMIT, SKIPPED, run_check
         from normspec.verify.checks import CHECKS
 
-        implementation = _implementation(self.impl, self.variant, self.backward, self.device)
-        report = run_check(implementation, CHECKS[self.check], self.variant, self.dtype)
+        from normspec.verify.reporting.report import reproduction
+
+        implementation = _implementation(self.impl, self.variant, self.backward, self.device, self.conventions)
+        listed = {self.expected_failure.check_id: self.expected_failure} if self.expected_failure else {}
+        report = run_check(implementation, CHECKS[self.check], self.variant, self.dtype, expected_failures=listed)
         if report.status == SKIPPED:
             pytest.skip(report.reason)
         if report.status == EXPECTED:
             pytest.xfail(report.reason)
+        if report.status == RANGE_LIMIT:
+            if self.strict:
+                pytest.fail(f"{report.id}: {report.reason}", pytrace=False)
+            warnings.warn(f"normspec: {report.id}: {report.reason}", stacklevel=1)
         if report.status == FAILED:
             message = f"{report.id}: {report.reason}"
             if report.case is not None:
-                message += f"\n  minimal case: {report.case.short()}\n  reproduce: {report.reproduction()}"
-            if self.expected_failure:
-                pytest.xfail(message)
+                message += (f"\n  minimal case: {report.case.short()}\n  reproduce: "
+                            f"{reproduction(report, implementation.conventions)}")
             pytest.fail(message, pytrace=False)
 
 
 @functools.lru_cache(maxsize=None)
-def _implementation(impl: Any, variant: str, backward: Any, device: str):
+def _implementation(impl: Any, variant: str, backward: Any, device: str, conventions: Any = None):
     from normspec.verify.api import build
 
-    return build(impl, variant, backward=backward, device=device)
+    return build(impl, variant, backward=backward, device=device, conventions=conventions)
 
 
 def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[str] = DTYPES,
                        checks: Iterable[str] | None = None, backward: Callable | str | None = None,
-                       device: str = "cpu", expected_failures: Iterable[str] = ()) -> pytest.MarkDecorator:
+                       device: str = "cpu", expected_failures: Iterable[str] = (),
+                       conventions: dict | Iterable[str] | None = None,
+                       strict: bool = False) -> pytest.MarkDecorator:
     """``pytest.mark.parametrize`` over the battery: the test gets ``normspec_check``."""
     from normspec.verify.checks import CHECKS
 
-    expected = {test_id(c) for c in parse_expected_failures(expected_failures)}
-    items = [NormspecCheck(impl, variant, dtype, check, backward, device)
-             for check in (checks or CHECKS) for dtype in dtypes]
-    for item in items:
-        item.expected_failure = item.id in expected
-    _warn_unknown(expected, {item.id for item in items})
+    items = _items(impl, variant, dtypes, checks or list(CHECKS), backward, device,
+                   parse_expected_failures(expected_failures), strict)
+    _declare(items, conventions, argument="conventions")
     return pytest.mark.parametrize("normspec_check", items, ids=[item.id for item in items])
 
 
-def _warn_unknown(expected: set[str], known: set[str]) -> None:
-    for entry in sorted(expected - known):
+def _declare(items: list[NormspecCheck], conventions: Any, *, argument: str) -> None:
+    """The implementation's declared conventions on every item (validated now, at collection)."""
+    from normspec.verify.implementations.conventions import parse
+
+    declared = parse(conventions, argument=argument)
+    for item in items:
+        item.conventions = declared
+
+
+def _items(impl, variant: str, dtypes: Iterable[str], checks: Iterable[str], backward, device: str,
+           entries: dict, strict: bool) -> list[NormspecCheck]:
+    """One item per (check, dtype), each with its listed expected failure; unknown entries warned about."""
+    items = [NormspecCheck(impl, variant, dtype, check, backward, device, strict=strict)
+             for check in checks for dtype in dtypes]
+    by_id = {test_id(check_id): entry for check_id, entry in entries.items()}
+    for item in items:
+        item.expected_failure = by_id.get(item.id)
+    for entry in sorted(set(by_id) - {item.id for item in items}):
         warnings.warn(f"normspec: expected failure {entry!r} matches no test", stacklevel=3)
+    return items
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -118,11 +146,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
     checks = option("--normspec-check").split(",") if option("--normspec-check") else list(CHECKS)
     dtypes = option("--normspec-dtype").split(",")
-    expected = {test_id(c) for c in parse_expected_failures(option("--normspec-expected-failures"),
-                                                             argument="--normspec-expected-failures")}
-    items = [NormspecCheck(impl, option("--normspec-variant"), dtype, check, option("--normspec-backward"),
-                           option("--normspec-device")) for check in checks for dtype in dtypes]
-    for item in items:
-        item.expected_failure = item.id in expected
-    _warn_unknown(expected, {item.id for item in items})
+    entries = parse_expected_failures(option("--normspec-expected-failures"), argument="--normspec-expected-failures")
+    items = _items(impl, option("--normspec-variant"), dtypes, checks, option("--normspec-backward"),
+                   option("--normspec-device"), entries, option("--normspec-strict"))
+    _declare(items, option("--normspec-convention"), argument="--normspec-convention")
     metafunc.parametrize("normspec_command_line_check", items, ids=[item.id for item in items])

@@ -7,7 +7,8 @@ inputs computed in float32 and cast back, any memory layout, torch-autograd
 differentiable unless the bug is in a hand-written ``torch.autograd.Function`` backward)
 and is correct except for the one bug its docstring names. The modules group them by
 family: ``forward_bugs``, ``precision_bugs``, ``layout_bugs``, ``edge_case_bugs``,
-``gradient_bugs``, ``running_stats_bugs``.
+``gradient_bugs``, ``running_stats_bugs``, ``size_bugs`` (wrong only on one branch of the kernel: a group
+size, a memory layout, affine parameters given; what the deterministic coverage grid is for).
 
 ``ZOO`` maps a name to a :class:`ZooEntry`: the variant, the ``module:function`` import
 path (what ``normspec verify --impl`` takes), the checks that legitimately catch the bug
@@ -32,6 +33,11 @@ class ZooEntry:
 
 _WIDE = ("float64", "float32")  # a dtype-independent forward bug: the two tolerances that see it
 _F64 = ("float64",)  # a backward or running-statistics bug: its arithmetic is the same in every dtype
+
+# A 1% error on one branch: of the output (and so of dx and the moments of xhat), or of dx alone.
+_SIZE_FORWARD = {"forward", "backward", "mpmath", "finite_differences", "second_moment", "identity_recovery",
+                 "gradient_xhat"}
+_SIZE_BACKWARD = {"backward", "finite_differences", "mpmath", "gradient_xhat"}
 
 
 def _entry(variant: str, path: str, catches: set[str], bug_class: str,
@@ -145,6 +151,38 @@ ZOO: dict[str, ZooEntry] = {
         "batch_norm", "gradient_bugs:batch_norm_stats_without_grad",
         {"backward", "finite_differences", "mpmath", "gradient_sum", "gradient_xhat"},
         "statistics cut from the autograd graph (computed under no_grad)", _F64),
+    # --- size- and path-dependent branches (caught by the coverage grid, not by luck) ----------
+    "layer_norm_approx_rsqrt_long_rows": _entry(
+        "layer_norm", "size_bugs:layer_norm_approx_rsqrt_long_rows", _SIZE_FORWARD,
+        "1% off only for groups of N >= 16 elements (vectorised path, unrefined rsqrt)"),
+    "group_norm_two_level_long_groups": _entry(
+        "group_norm", "size_bugs:group_norm_two_level_long_groups", _SIZE_FORWARD,
+        "1% off only for groups of N >= 257 elements (two-level reduction)"),
+    "layer_norm_long_rows_backward": _entry(
+        "layer_norm", "size_bugs:layer_norm_long_rows_backward", _SIZE_BACKWARD,
+        "dx 1% off only for rows of N >= 257 elements (two-level backward)", _F64),
+    "group_norm_power_of_two_fast_path": _entry(
+        "group_norm", "size_bugs:group_norm_power_of_two_fast_path", _SIZE_FORWARD,
+        "1% off only for power-of-two groups N = 2^k >= 16 (tail-free fast path)"),
+    "layer_norm_power_of_two_backward": _entry(
+        "layer_norm", "size_bugs:layer_norm_power_of_two_backward", _SIZE_BACKWARD,
+        "dx 1% off only for power-of-two rows N = 2^k >= 16 (tail-free backward)", _F64),
+    "layer_norm_power_of_two_wide_rows": _entry(
+        "layer_norm", "size_bugs:layer_norm_power_of_two_wide_rows", _SIZE_FORWARD,
+        "1% off only for power-of-two rows N = 2^k >= 1024 (a block per row)"),
+    "group_norm_strided_input_path": _entry(
+        "group_norm", "size_bugs:group_norm_strided_input_path", _SIZE_FORWARD,
+        "1% off only for non-contiguous or channels_last inputs (gather path)"),
+    "layer_norm_strided_input_path": _entry(
+        "layer_norm", "size_bugs:layer_norm_strided_input_path", _SIZE_FORWARD,
+        "1% off only for non-contiguous inputs (gather path)"),
+    "layer_norm_fused_affine_epilogue": _entry(
+        "layer_norm", "size_bugs:layer_norm_fused_affine_epilogue",
+        {"forward", "backward", "mpmath", "finite_differences", "identity_recovery", "gradient_xhat"},
+        "1% off only when a weight is given (fused affine epilogue)"),
+    "group_norm_affine_backward": _entry(
+        "group_norm", "size_bugs:group_norm_affine_backward", _SIZE_BACKWARD,
+        "dx 1% off only when a weight is given (fused affine backward)", _F64),
     # --- running statistics --------------------------------------------------------------------
     "batch_norm_biased_running_var": _entry(
         "batch_norm", "running_stats_bugs:batch_norm_biased_running_var", {"running_stats"},

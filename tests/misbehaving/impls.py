@@ -65,3 +65,13 @@ def hangs(x, normalized_shape, weight=None, bias=None, eps=1e-5):
 def crashes(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Kills its own process, as a segfaulting kernel would."""
     os.kill(os.getpid(), signal.SIGSEGV)
+
+
+_flaky_calls = {"n": 0}
+
+
+def flaky(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Right on three calls in four; the fourth is 1% off (a race in a reduction, say)."""
+    _flaky_calls["n"] += 1
+    y = F.layer_norm(x, normalized_shape, weight, bias, eps)
+    return y * 1.01 if _flaky_calls["n"] % 4 == 0 else y

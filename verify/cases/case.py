@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -25,6 +26,27 @@ from normspec.derive.variants import ARRAY_ARGUMENTS, Variant
 TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 MEMORY_LAYOUTS = ("contiguous", "noncontiguous", "channels_last")
 VALUE_KINDS = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma_mixed", "exact")
+
+
+class Declared(Protocol):
+    """What the truth reads of the declared conventions of the implementation under test (a
+    ``normspec.verify.implementations.conventions.Conventions``, which this layer cannot import)."""
+
+    @property
+    def biased_running_var(self) -> bool: ...
+    @property
+    def momentum_weights_old(self) -> bool: ...
+    @property
+    def updates_running_stats(self) -> bool: ...
+    def compute_dtype_of(self, dtype: str) -> str: ...
+    def eps_of(self, case: "Case") -> float: ...
+    def momentum_of(self, case: "Case") -> float: ...
+
+
+# The conventions in force: those the implementation a check runs on declares (``Check.run`` sets
+# them for the duration of the check). None, outside a check, is torch's. Every truth and tolerance
+# computed from a case follows them (Case.effective_eps, the running update, the compute dtype).
+conventions_in_force: ContextVar[Declared | None] = ContextVar("conventions_in_force", default=None)
 
 
 @dataclass(frozen=True)
@@ -48,6 +70,7 @@ class Case:
     memory: str = "contiguous"
     values: str = "normal"
     seed: int = 0
+    scale: float = 1.0  # x is multiplied by it (range-limit scans move a case in magnitude)
 
     # --- description -----------------------------------------------------------------
     def to_json(self) -> str:
@@ -69,7 +92,7 @@ class Case:
         settings = [s.text(getattr(self, s.name)) for s in record.settings]
         return " ".join([f"{self.variant} shape={self.shape}", *settings,
                          f"{self.dtype} eps={self.eps} affine={self.affine} {self.memory} values={self.values} "
-                         f"seed={self.seed}"])
+                         f"seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "")])
 
     def arguments(self, arrays: dict | None = None) -> dict[str, Any]:
         """The call's arguments by name (the registry's signature); arrays from ``arrays``."""
@@ -105,7 +128,12 @@ class Case:
 
     @property
     def effective_eps(self) -> float:
-        """eps=None (rms_norm) is the machine epsilon of the compute dtype (float32 for 16-bit)."""
+        """The eps the truth uses: eps=None (rms_norm) is the machine epsilon of the compute dtype
+        (float32 for 16-bit), as torch; under declared conventions (:data:`conventions_in_force`)
+        what they say (an rms_norm default, eps rounded to float32)."""
+        declared = conventions_in_force.get()
+        if declared is not None:
+            return declared.eps_of(self)
         return dtypes.machine_eps(self.dtype) if self.eps is None else self.eps
 
     # --- values ------------------------------------------------------------------------
@@ -114,7 +142,7 @@ class Case:
         running_mean, running_var (None where the call has none)."""
         rng = np.random.default_rng(self.seed)
         layout = self.layout
-        x = _to_shape(layout, _group_values(self.values, rng, layout, self.dtype)).reshape(self.shape)
+        x = _to_shape(layout, _group_values(self.values, rng, layout, self.dtype)).reshape(self.shape) * self.scale
         channels = layout.weight_shape
         weight = _weight(self.values, rng, channels) if self.affine else None
         bias = rng.standard_normal(channels) if self.has_bias else None

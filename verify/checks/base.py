@@ -9,7 +9,7 @@ import numpy as np
 
 from normspec.derive import variants
 from normspec.derive.dtypes import DTYPES
-from normspec.verify.cases.case import Case, round_to
+from normspec.verify.cases.case import Case, conventions_in_force, round_to
 from normspec.verify.implementations.base import Implementation
 from normspec.verify.truth import definition
 from normspec.verify.truth.tolerance import Comparison, policy
@@ -133,12 +133,21 @@ class Check:
     name: str
     kind: str  # 'oracle', 'invariant' or 'identity'
     description: str
-    run: Callable[[Implementation, Case], list[Comparison]]
+    function: Callable[[Implementation, Case], list[Comparison]]
     variants: tuple[str, ...] = variants.NAMES
     dtypes: tuple[str, ...] = DTYPES
     needs_gradients: bool = False
     needs: tuple[str, ...] = ()  # other variants the implementation must provide
     case_options: dict = field(default_factory=dict)  # constraints for verify.strategies.cases
+
+    def run(self, impl: Implementation, case: Case) -> list[Comparison]:
+        """The check on ``impl`` and ``case``, under the conventions ``impl`` declares: every truth
+        and tolerance computed meanwhile follows them (``conventions_in_force``)."""
+        token = conventions_in_force.set(getattr(impl, "conventions", None))
+        try:
+            return self.function(impl, case)
+        finally:
+            conventions_in_force.reset(token)
 
     def skip(self, impl: Implementation, variant: str, dtype: str) -> str | None:
         """Why this check does not run for (impl, variant, dtype), or None."""

@@ -6,13 +6,13 @@ import dataclasses
 
 import numpy as np
 
-from normspec.derive import variants
+from normspec.derive import dtypes, variants
 from normspec.verify.cases.case import Case
 from normspec.verify.checks.base import Check, Context
-from normspec.verify.implementations.base import Implementation
+from normspec.verify.implementations.base import RESULT_FIELDS, Implementation
 from normspec.verify.truth import definition
 from normspec.verify.truth.high_precision import high_precision
-from normspec.verify.truth.tolerance import Comparison, compare, exact, policy
+from normspec.verify.truth.tolerance import Comparison, compare, compute_dtype, exact, policy
 
 
 def check_forward(impl: Implementation, case: Case) -> list[Comparison]:
@@ -34,9 +34,17 @@ def check_backward(impl: Implementation, case: Case) -> list[Comparison]:
 
 
 def check_running_stats(impl: Implementation, case: Case) -> list[Comparison]:
+    """The running buffers after a training call: torch's update, or the declared one (biased
+    variance, momentum of the old value); declared ``running_stats=none``: left as passed, bit for bit."""
     case = dataclasses.replace(case, running=True, training=True)
     ctx = Context.of(case)
     got = impl.run(case, ctx.arrays, gradients=False)
+    if not impl.conventions.updates_running_stats:
+        same = exact(case.dtype, ctx.arrays["running_mean"].shape)
+        return [compare("running_mean (declared running_stats=none: untouched)", got.running_mean,
+                        ctx.truth.running_mean, same),
+                compare("running_var (declared running_stats=none: untouched)", got.running_var,
+                        ctx.truth.running_var, same)]
     magnitude_mean = np.abs(ctx.arrays["running_mean"]) + float(np.max(np.abs(ctx.arrays["x"])))
     magnitude_var = np.abs(ctx.arrays["running_var"]) + float(np.max(ctx.var())) * 2
     tol_mean = policy(case.dtype, ctx.group_size, magnitude_mean, float(np.max(ctx.kappa())))
@@ -45,16 +53,22 @@ def check_running_stats(impl: Implementation, case: Case) -> list[Comparison]:
             compare("running_var", got.running_var, ctx.truth.running_var, tol_var)]
 
 
+REPEATED_CALLS = 5  # calls the deterministic check compares (and the battery replays a failure with)
+
+
 def check_deterministic(impl: Implementation, case: Case) -> list[Comparison]:
-    """Two identical calls give bit-identical results (forward and gradients)."""
+    """Identical calls give bit-identical results (forward and gradients): each of
+    REPEATED_CALLS - 1 further calls against the first."""
     ctx = Context.of(case)
-    first, second = impl.run(case, ctx.arrays), impl.run(case, ctx.arrays)
+    first = impl.run(case, ctx.arrays)
     comparisons = []
-    for name in ("y", "dx", "dweight", "dbias", "running_mean", "running_var"):
-        a, b = getattr(first, name), getattr(second, name)
-        if a is None or b is None:
-            continue
-        comparisons.append(compare(f"{name}: second call - first call", b, a, exact(case.dtype, np.shape(a))))
+    for call in range(2, REPEATED_CALLS + 1):
+        again = impl.run(case, ctx.arrays)
+        for name in RESULT_FIELDS:
+            a, b = getattr(first, name), getattr(again, name)
+            if a is None or b is None:
+                continue
+            comparisons.append(compare(f"{name}: call {call} - call 1", b, a, exact(case.dtype, np.shape(a))))
     return comparisons
 
 
@@ -70,14 +84,21 @@ def check_eval_running_unchanged(impl: Implementation, case: Case) -> list[Compa
 
 def check_finite_differences(impl: Implementation, case: Case) -> list[Comparison]:
     """The implementation's VJP against central differences of its own forward (float64),
-    on every element for small cases and on random directions otherwise."""
+    on every element for small cases and on random directions otherwise.
+
+    Difference quotients are only as good as the forward they difference: its own y is
+    compared with the truth first, and when it is off (a one-pass variance, say) the
+    difference quotients are reported as measuring the forward's noise, not the gradient."""
     ctx = Context.of(case)
     got = impl.run(case, ctx.arrays)
+    forward = compare("y at the base point (the forward differenced)", got.y, ctx.truth.y, ctx.policy_y())
+    blame = "" if forward.ok else ": the forward itself is off (see y), so this measures its noise, not the gradient"
     g = ctx.arrays["grad_out"]
     rng = np.random.default_rng(case.seed + 1)
     targets = [("x", got.dx)] + ([("weight", got.dweight)] if case.affine else []) + \
         ([("bias", got.dbias)] if case.has_bias else [])
     spread = float(np.min(np.sqrt(ctx.var() + case.effective_eps)))
+    spacing = dtypes.spacing_at_one(compute_dtype(case.dtype))  # the forward's rounding (a declared compute dtype)
     noise = float(np.sum(np.abs(g) * (np.abs(ctx.truth.y) + 1))) * float(np.max(ctx.kappa()))
     comparisons = []
     for name, analytic in targets:
@@ -90,14 +111,14 @@ def check_finite_differences(impl: Implementation, case: Case) -> list[Compariso
                 return float(np.sum(g * impl.run(case, moved, gradients=False).y))
             # steps on the scale that moves y: x's spread per group, the parameters' size
             scale = spread if name == "x" else float(np.max(np.abs(base))) + 1.0
-            fd = definition.directional_fd(loss, scale, noise)
+            fd = definition.directional_fd(loss, scale, noise, spacing=spacing)
             estimates.append(fd.estimate)
             claimed.append(float(np.sum(analytic * direction)))
             bounds.append(fd.error_bound)
         tol = policy("float64", ctx.group_size, np.array(bounds) / (2.0**-52), 1.0)
         tol = dataclasses.replace(tol, factor=np.full(len(bounds), 10 * 2.0**-52), rtol=1e-7)
-        comparisons.append(compare(f"d{name} . u (finite differences)", claimed, estimates, tol))
-    return comparisons
+        comparisons.append(compare(f"d{name} . u (finite differences{blame})", claimed, estimates, tol))
+    return [forward, *comparisons] if not forward.ok else comparisons
 
 
 def _directions(shape: tuple[int, ...], rng: np.random.Generator) -> list[np.ndarray]:

@@ -4,7 +4,9 @@ An :class:`Implementation` maps variant names to forward functions on torch tens
 or NumPy arrays. Gradients come from torch autograd (``gradients="autograd"``), from
 supplied backward functions with the signature of ``reference.numpy_ref.*_backward``
 (``gradients="backward"``), or not at all (``gradients=None``: forward-only).
-``run`` calls one variant on one case and returns float64 NumPy results.
+``run`` calls one variant on one case and returns float64 NumPy results. ``conventions``
+are the ways it differs from torch on purpose (``normspec.verify.implementations.conventions``):
+the truth follows them.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from normspec.verify.cases.case import Case, with_memory_layout
+from normspec.verify.implementations.conventions import TORCH, Conventions
 
 
 class ContractViolation(AssertionError):
@@ -57,6 +60,9 @@ def time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
+RESULT_FIELDS = ("y", "dx", "dweight", "dbias", "running_mean", "running_var")
+
+
 @dataclass
 class RunResult:
     y: np.ndarray
@@ -65,6 +71,13 @@ class RunResult:
     dbias: np.ndarray | None = None
     running_mean: np.ndarray | None = None
     running_var: np.ndarray | None = None
+
+    def same_as(self, other: "RunResult") -> bool:
+        """Bit-identical in every result (NaN where the other has NaN)."""
+        pairs = [(getattr(self, n), getattr(other, n)) for n in RESULT_FIELDS]
+        return all((a is None) == (b is None) and (a is None or (np.shape(a) == np.shape(b)
+                                                                and np.array_equal(a, b, equal_nan=True)))
+                   for a, b in pairs)
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,7 @@ class Implementation:
     device: str = "cpu"
     timeout: float | None = None  # seconds per call
     source: dict[str, str] = field(default_factory=dict)  # import paths, for reproduction files
+    conventions: Conventions = TORCH  # declared differences from torch (the truth follows them)
 
     def unsupported(self, variant: str, dtype: str) -> str | None:
         """Why this implementation cannot run ``variant`` in ``dtype``, or None."""
@@ -84,7 +98,7 @@ class Implementation:
             return f"{self.name} provides no {variant}"
         if self.array == "numpy" and dtype == "bfloat16":
             return "NumPy has no bfloat16"
-        return None
+        return self.conventions.unsupported(dtype)
 
     def has_gradients(self, variant: str) -> bool:
         return self.gradients == "autograd" or variant in self.backwards

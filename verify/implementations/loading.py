@@ -1,12 +1,31 @@
-"""Loading a user's implementation by import path (``package.module:function``), never by exec."""
+"""Loading a user's implementation by import path (``package.module:function`` or ``package.module``),
+never by exec."""
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+from types import ModuleType
 from typing import Callable
 
-from normspec.derive.errors import NormSpecError
+from normspec.derive.errors import NormSpecError, require
+
+
+def load_module(path: str, *, argument: str = "--impl") -> ModuleType:
+    """The module named by ``package.module`` (its functions named after variants are the
+    implementation)."""
+    require(bool(path) and ":" not in path and all(part.isidentifier() for part in path.split(".")), argument,
+            path, "'package.module' (a module of functions named after variants) or 'package.module:function'")
+    _current_folder_importable()
+    try:
+        return importlib.import_module(path)
+    except ImportError as error:
+        raise NormSpecError(f"{argument}={path!r}: cannot import {path!r} ({error})") from None
+
+
+def _current_folder_importable() -> None:
+    if os.getcwd() not in sys.path:  # as `python -m` does: modules in the current folder import
+        sys.path.insert(0, os.getcwd())
 
 
 def load(path: str, *, argument: str = "--impl") -> Callable:
@@ -14,8 +33,7 @@ def load(path: str, *, argument: str = "--impl") -> Callable:
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
         raise NormSpecError(f"{argument}={path!r}: expected 'package.module:function'")
-    if os.getcwd() not in sys.path:  # as `python -m` does: modules in the current folder import
-        sys.path.insert(0, os.getcwd())
+    _current_folder_importable()
     try:
         target = importlib.import_module(module_name)
     except ImportError as error:

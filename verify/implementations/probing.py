@@ -8,27 +8,33 @@ from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from typing import Callable
+from types import ModuleType
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
 
 from normspec.derive import variants
-from normspec.derive.errors import require
+from normspec.derive.dtypes import DTYPES
+from normspec.derive.errors import NormSpecError, require
 from normspec.verify.cases.case import Case
 from normspec.verify.implementations.base import CallTimeout, Implementation, time_limit
-from normspec.verify.implementations.loading import load
+from normspec.verify.implementations.conventions import Conventions
+from normspec.verify.implementations.conventions import parse as parse_conventions
+from normspec.verify.implementations.loading import load, load_module
 
 
 def build(impl: Callable | str, variant: str, *, backward: Callable | str | None = None, device: str = "cpu",
           array: str | None = None, name: str | None = None, timeout: float | None = None,
-          isolate: bool = False) -> Implementation:
+          isolate: bool = False, conventions: Conventions | Mapping | Iterable[str] | None = None) -> Implementation:
     """An :class:`Implementation` of one variant from a callable or an import path.
 
     The array kind and differentiability are probed by calling ``impl`` on a small case,
     under the time limit, and in a worker process when ``isolate`` (a probe may crash).
+    ``conventions``: how it differs from torch on purpose (``conventions.parse`` reads them).
     """
     variants.get(variant)
+    conventions = parse_conventions(conventions)
     require(array in (None, "torch", "numpy"), "array", array, "'torch', 'numpy' or None (detect)")
     source = {}
     if isinstance(impl, str):
@@ -39,71 +45,125 @@ def build(impl: Callable | str, variant: str, *, backward: Callable | str | None
         backward = load(backward, argument="backward")
     require(callable(impl), "impl", impl, "a callable or 'package.module:function'")
     require(backward is None or callable(backward), "backward", backward, "a callable or an import path")
-    array, differentiable = probe(impl, variant, array, timeout=timeout, isolate=isolate)
+    array, differentiable = probe(impl, variant, array, timeout=timeout, isolate=isolate,
+                                  dtype=_probe_dtype(conventions))
     gradients = "autograd" if differentiable else ("backward" if backward else None)
     if gradients == "autograd" and backward is not None:
         gradients = "backward"  # a supplied backward is what the user wants checked
     label = name or source.get("impl") or getattr(impl, "__qualname__", repr(impl))
     return Implementation(label, {variant: impl}, array=array, gradients=gradients,
                           backwards={variant: backward} if backward else {}, device=device, timeout=timeout,
-                          source=source)
+                          source=source, conventions=conventions)
+
+
+def build_module(module: ModuleType | str, *, variants_wanted: tuple[str, ...] | None = None, device: str = "cpu",
+                 array: str | None = None, name: str | None = None, timeout: float | None = None,
+                 isolate: bool = False, conventions: Conventions | Mapping | Iterable[str] | None = None
+                 ) -> Implementation:
+    """An :class:`Implementation` of every variant a module provides: its functions named after
+    variants (``layer_norm``, ...), with ``<variant>_backward`` where it has one (the signature of
+    ``normspec.numpy_ref.*_backward``). ``variants_wanted`` are checked to be there (the
+    caller runs the battery on them; the other functions serve the identities). ``conventions``:
+    as for :func:`build`, for every function of the module."""
+    conventions = parse_conventions(conventions)
+    source = {}
+    if isinstance(module, str):
+        source["impl"] = module
+        module = load_module(module, argument="impl")
+    require(isinstance(module, ModuleType), "impl", module, "a module or 'package.module'")
+    provided = tuple(v for v in variants.NAMES if callable(getattr(module, v, None)))
+    label = name or source.get("impl") or module.__name__
+    require(bool(provided), "impl", label, f"a module with functions named after variants ({', '.join(variants.NAMES)})")
+    for variant in variants_wanted or ():
+        require(variant in provided, "variant", variant, f"one that {label} provides ({', '.join(provided)})")
+    # every function the module provides is available (the identities call other variants)
+    functions = {v: getattr(module, v) for v in provided}
+    backwards = {v: getattr(module, f"{v}_backward") for v in provided
+                 if callable(getattr(module, f"{v}_backward", None))}
+    kinds = {v: probe(fn, v, array, timeout=timeout, isolate=isolate, dtype=_probe_dtype(conventions))
+             for v, fn in functions.items()}
+    arrays = {kind for kind, _ in kinds.values()}
+    require(len(arrays) == 1, "impl", label, f"functions of one array kind (the probe found {sorted(arrays)}; "
+                                             f"pass array= to state it)")
+    differentiable = all(d for _, d in kinds.values())
+    gradients = "backward" if backwards else ("autograd" if differentiable else None)
+    return Implementation(label, functions, array=arrays.pop(), gradients=gradients, backwards=backwards,
+                          device=device, timeout=timeout, source=source, conventions=conventions)
+
+
+class ProbeFailed(NormSpecError):
+    """The probe call could not tell which arrays the implementation takes."""
 
 
 def probe(impl: Callable, variant: str, array: str | None, *, timeout: float | None = None,
-          isolate: bool = False) -> tuple[str, bool]:
-    """(array kind, differentiable) of ``impl``; a probe that crashes or hangs decides 'torch',
-    not differentiable, and the checks then report what goes wrong."""
+          isolate: bool = False, dtype: str = "float64") -> tuple[str, bool]:
+    """(array kind, differentiable) of ``impl``. A probe whose calls fail raises
+    :class:`ProbeFailed` saying what each call did (pass ``array`` to skip it); one that
+    crashes or hangs its worker (``isolate``) decides ``array`` or 'torch', not
+    differentiable, and the checks then report what goes wrong. The probe calls are in ``dtype``."""
     if isolate:
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+            future = pool.submit(_probe_here, impl, variant, array, timeout, dtype)
             try:
-                return pool.submit(_probe_here, impl, variant, array, timeout).result(timeout=(timeout or 60) * 3)
+                return future.result(timeout=(timeout or 60) * 3)
+            except ProbeFailed:
+                raise
             except Exception:  # noqa: BLE001 - the worker died or hung: decided by the checks
                 return array or "torch", False
-    return _probe_here(impl, variant, array, timeout)
+    return _probe_here(impl, variant, array, timeout, dtype)
 
 
-def _probe_here(impl: Callable, variant: str, array: str | None, timeout: float | None) -> tuple[str, bool]:
+def _probe_here(impl: Callable, variant: str, array: str | None, timeout: float | None,
+                dtype: str = "float64") -> tuple[str, bool]:
     try:
         with time_limit(timeout):
-            array = array or detect_array(impl, variant)
-            return array, array == "torch" and is_differentiable(impl, variant)
+            array = array or detect_array(impl, variant, dtype)
+            return array, array == "torch" and is_differentiable(impl, variant, dtype)
     except CallTimeout:
         return array or "torch", False
 
 
-def _probe_case(variant: str) -> Case:
-    return Case(variant, (2, 4, 3), num_groups=2, training=True)
+def _probe_case(variant: str, dtype: str = "float64") -> Case:
+    return Case(variant, (2, 4, 3), dtype=dtype, num_groups=2, training=True)
 
 
-def detect_array(impl: Callable, variant: str) -> str:
-    """'torch' if ``impl`` returns a tensor for tensor inputs, 'numpy' if it works on arrays."""
-    case = _probe_case(variant)
+def _probe_dtype(conventions: Conventions) -> str:
+    """The dtype of the probe calls: the first the implementation does not declare unsupported
+    (bfloat16 last: NumPy has none)."""
+    return next((d for d in DTYPES if not conventions.unsupported(d)), DTYPES[0])
+
+
+def _outcome(call: Callable[[], object]) -> tuple[object, str]:
+    """(the result or None, what happened in words)."""
+    try:
+        out = call()
+    except CallTimeout:
+        raise
+    except Exception as error:  # noqa: BLE001 - the probe reports what the call raised
+        return None, f"raised {type(error).__name__}: {error}"
+    return out, f"returned a {type(out).__name__}"
+
+
+def detect_array(impl: Callable, variant: str, dtype: str = "float64") -> str:
+    """'torch' if ``impl`` returns a tensor for tensor inputs, 'numpy' if it returns an array
+    for NumPy inputs; otherwise :class:`ProbeFailed` naming what both calls did."""
+    case = _probe_case(variant, dtype)
     arrays = case.arrays()
-    try:
-        out = case.call(impl, case.torch_tensor(arrays["x"]), case.torch_tensor(arrays["weight"]),
-                        case.torch_tensor(arrays["bias"]))
-        if isinstance(out, torch.Tensor):
-            return "torch"
-    except CallTimeout:
-        raise
-    except Exception:  # noqa: BLE001 - the probe decides between two kinds; errors show in the checks
-        pass
-    try:
-        out = case.call(impl, arrays["x"], arrays["weight"], arrays["bias"])
-        if isinstance(out, np.ndarray):
-            return "numpy"
-    except Exception:  # noqa: BLE001
-        pass
-    return "torch"  # undecidable: the checks will report what goes wrong
+    tensors = [case.torch_tensor(arrays[k]) for k in ("x", "weight", "bias")]
+    out, with_torch = _outcome(lambda: case.call(impl, *tensors))
+    if isinstance(out, torch.Tensor):
+        return "torch"
+    out, with_numpy = _outcome(lambda: case.call(impl, *(case.numpy_array(arrays[k]) for k in ("x", "weight", "bias"))))
+    if isinstance(out, np.ndarray):
+        return "numpy"
+    raise ProbeFailed(f"impl={getattr(impl, '__qualname__', impl)!r}: expected a function of torch tensors or of "
+                      f"NumPy arrays, but the probe call ({case.short()}) with torch tensors {with_torch} and "
+                      f"with NumPy arrays {with_numpy}; pass array='torch' or 'numpy' (--array) to skip the "
+                      f"probe and let the checks report each call")
 
 
-def is_differentiable(impl: Callable, variant: str) -> bool:
-    case = _probe_case(variant)
+def is_differentiable(impl: Callable, variant: str, dtype: str = "float64") -> bool:
+    case = _probe_case(variant, dtype)
     x = case.torch_tensor(case.arrays()["x"]).requires_grad_()
-    try:
-        out = case.call(impl, x)
-        return isinstance(out, torch.Tensor) and out.requires_grad
-    except CallTimeout:
-        raise
-    except Exception:  # noqa: BLE001
-        return False
+    out, _ = _outcome(lambda: case.call(impl, x))
+    return isinstance(out, torch.Tensor) and out.requires_grad

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Iterable
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from normspec.verify.implementations.conventions import TORCH, Conventions
 from normspec.verify.reporting.repro import write_case
-from normspec.verify.running.battery import EXPECTED, FAILED, PASSED, SKIPPED, BatteryReport, CheckReport
+from normspec.verify.running.battery import (EXPECTED, FAILED, PASSED, RANGE_LIMIT, SKIPPED, BatteryReport,
+                                             CheckReport)
 from normspec.derive.dtypes import DTYPES
 
 _MARK = {PASSED: "[green]pass[/green]", FAILED: "[red]FAIL[/red]", EXPECTED: "[yellow]xfail[/yellow]",
+         RANGE_LIMIT: "[magenta]range[/magenta]",
          SKIPPED: "[dim]skip[/dim]"}
 
 
@@ -46,16 +50,19 @@ def table(battery: BatteryReport) -> Table:
     return out
 
 
-def details(battery: BatteryReport, console: Console) -> None:
-    """Failures with their minimal case and reproduction; expected failures (known deviations); why checks were skipped."""
+def details(battery: BatteryReport, console: Console, *, expected_failures: Iterable[str] = ()) -> None:
+    """Failures (bugs) with their minimal case and reproduction; range limits; expected failures
+    (known deviations, listed ones) and the listed or known ones that no longer fail; skips."""
     for r in battery.by_status(FAILED):
         console.print(f"[red]FAILED[/red] {battery.implementation} {r.id}: {r.reason}")
         if r.case is not None:
             console.print(f"  minimal case: {r.case.short()}")
             console.print(f"  reproduce:    {f'normspec repro {r.repro_path}' if r.repro_path else r.reproduction()}")
+    for r in battery.by_status(RANGE_LIMIT):
+        console.print(f"[magenta]range limit[/magenta] {battery.implementation} {r.id}: {r.reason}")
     for r in battery.by_status(EXPECTED):
         console.print(f"[yellow]expected failure[/yellow] {battery.implementation} {r.id}: {r.reason}")
-    stale = battery.stale_expectations()
+    stale = battery.stale_expectations(expected_failures)
     if stale:
         console.print(f"[yellow]warning[/yellow]: {len(stale)} known deviations or listed expected failures of {battery.implementation} "
                       f"ran and passed this run (the case that trips them was not drawn, or the entry is "
@@ -75,10 +82,10 @@ def ulp_line(battery: BatteryReport) -> str | None:
 
 
 def summary_line(battery: BatteryReport) -> str:
-    counts = {s: len(battery.by_status(s)) for s in (PASSED, FAILED, EXPECTED, SKIPPED)}
+    counts = {s: len(battery.by_status(s)) for s in (PASSED, FAILED, RANGE_LIMIT, EXPECTED, SKIPPED)}
     examples = sum(r.examples for r in battery.reports)
-    return (f"{battery.implementation}: {counts[PASSED]} passed, {counts[FAILED]} failed, "
-            f"{counts[EXPECTED]} expected failures, {counts[SKIPPED]} skipped; "
+    return (f"{battery.implementation}: {counts[PASSED]} passed, {counts[FAILED]} failed (bugs), "
+            f"{counts[RANGE_LIMIT]} range limits, {counts[EXPECTED]} expected failures, {counts[SKIPPED]} skipped; "
             f"{examples} examples in {battery.seconds:.1f} s")
 
 
@@ -88,11 +95,14 @@ class Report:
     """The result of :func:`verify.check`: per check status, worst errors, examples, minimal
     counterexample and reproduction file; JSON for machines, Markdown for a PR comment."""
 
-    def __init__(self, battery: BatteryReport, implementation, *, unknown_expected: list[str] | None = None):
+    def __init__(self, battery: BatteryReport, implementation, *, unknown_expected: list[str] | None = None,
+                 strict: bool = False, expected_failures: Iterable[str] = ()):
         self.battery, self.implementation = battery, implementation
+        self.strict, self.expected_failures = strict, tuple(expected_failures)
         self.variant = ", ".join(dict.fromkeys(r.variant for r in battery.reports)) or "-"
         self.gradients, self.device = implementation.gradients, implementation.device
         self.unknown_expected = unknown_expected or []
+        self.conventions = getattr(implementation, "conventions", TORCH)  # declared: the truth followed them
 
     @property
     def checks(self) -> list[CheckReport]:
@@ -100,7 +110,8 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.battery.failed
+        """No bug; with ``strict``, no range limit either."""
+        return not self.battery.failed and not (self.strict and self.battery.by_status(RANGE_LIMIT))
 
     @property
     def mode(self) -> str:
@@ -111,9 +122,12 @@ class Report:
     def to_dict(self) -> dict:
         return {
             "implementation": self.battery.implementation, "variant": self.variant, "device": self.device,
-            "mode": self.mode, "ok": self.ok, "seconds": round(self.battery.seconds, 3),
+            "mode": self.mode, "ok": self.ok, "strict": self.strict, "seconds": round(self.battery.seconds, 3),
+            "counts": {status: len(self.battery.by_status(status))
+                       for status in (PASSED, FAILED, RANGE_LIMIT, EXPECTED, SKIPPED)},
             "unknown_expected_failures": self.unknown_expected,
-            "checks": [_check_dict(r) for r in self.checks],
+            "conventions": self.conventions.declared(),
+            "checks": [_check_dict(r, self.conventions) for r in self.checks],
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -124,15 +138,17 @@ class Report:
 
     def to_markdown(self) -> str:
         lines = [f"### normspec: `{self.battery.implementation}` ({self.variant}) — "
-                 f"{'passed' if self.ok else 'FAILED'}", "", f"Mode: {self.mode}. Device: {self.device}.", "",
+                 f"{'passed' if self.ok else 'FAILED'}", "", f"Mode: {self.mode}. Device: {self.device}. "
+                 f"Conventions: {self.conventions.describe()}.", "",
                  "| check | dtype | status | worst error / tolerance | examples |", "|---|---|---|---|---|"]
         for r in self.checks:
             ratio = f"{r.worst.worst_ratio:.3g}" if r.worst and math.isfinite(r.worst.worst_ratio) else "-"
             status = r.status if r.status != SKIPPED else f"skipped ({r.reason})"
             lines.append(f"| {r.check} | {r.dtype} | {status} | {ratio} | {r.examples} |")
         for r in self.battery.failed:
+            reproduce = f"normspec repro {r.repro_path}" if r.repro_path else reproduction(r, self.conventions)
             lines += ["", f"**{r.id}** failed: {r.reason}", "", f"- minimal case: `{r.case.short() if r.case else '-'}`",
-                      f"- reproduce: `{r.repro_path and f'normspec repro {r.repro_path}' or r.reproduction()}`"]
+                      f"- reproduce: `{reproduce}`"]
         return "\n".join(lines) + "\n"
 
     def write_artifacts(self, folder: Path) -> None:
@@ -144,16 +160,23 @@ class Report:
 
     def print(self, console: Console) -> None:
         console.print(table(self.battery))
-        details(self.battery, console)
+        details(self.battery, console, expected_failures=self.expected_failures)
         if ulp_line(self.battery):
             console.print(ulp_line(self.battery))
         console.print(f"mode: {self.mode}")
+        console.print(f"conventions: {self.conventions.describe()}")
         for entry in self.unknown_expected:
             console.print(f"[yellow]warning[/yellow]: expected failure {entry!r} matches no check")
         console.print(summary_line(self.battery))
 
 
-def _check_dict(r: CheckReport) -> dict:
+def reproduction(r: CheckReport, conventions: Conventions = TORCH) -> str:
+    """``r``'s one-line reproduction; a command line also declares the implementation's conventions."""
+    line = r.reproduction()
+    return line + conventions.command_line() if line.startswith("normspec verify") else line
+
+
+def _check_dict(r: CheckReport, conventions: Conventions = TORCH) -> dict:
     worst = None
     if r.worst is not None:
         w = r.worst
@@ -163,9 +186,10 @@ def _check_dict(r: CheckReport) -> dict:
                  "tolerance": w.tolerance}
     return {"id": r.id, "check": r.check, "dtype": r.dtype, "status": r.status, "examples": r.examples,
             "seconds": round(r.seconds, 3), "examples_digest": r.examples_digest, "reason": r.reason,
+            "nondeterministic": r.nondeterministic,
             "worst": worst,
             "minimal_case": json.loads(r.case.to_json()) if r.case else None,
-            "reproduction": r.reproduction() or None, "reproduction_file": r.repro_path}
+            "reproduction": reproduction(r, conventions) or None, "reproduction_file": r.repro_path}
 
 
 def _finite(value: float) -> float | str:

@@ -1,8 +1,9 @@
 """Reproduction files: one failing case on disk, replayed by ``normspec repro FILE.npz``.
 
 A file holds the case (its JSON description: every array is regenerated from it), the
-check, how the implementation was loaded (import paths, array kind, gradients) and,
-for inspection with NumPy, the float64 input arrays themselves.
+check, how the implementation was loaded (import paths, array kind, gradients), the
+conventions it declared (the replay's truth follows them too) and, for inspection with
+NumPy, the float64 input arrays themselves.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def write_case(path: Path, report, implementation) -> Path:
     meta = {"case": json.loads(report.case.to_json()), "check": report.check, "id": report.id,
             "implementation": implementation.name, "source": implementation.source,
             "array": implementation.array, "gradients": implementation.gradients,
-            "failure": report.reason}
+            "failure": report.reason,
+            "conventions": implementation.conventions.declared()}  # what the truth followed
     arrays = {k: v for k, v in report.case.arrays().items() if v is not None}
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, meta=np.array(json.dumps(meta)), **arrays)

@@ -8,6 +8,9 @@
 - :func:`directional_fd` is a central finite difference of any forward, with a
   Richardson step and an error estimate.
 - the mpmath oracle is ``normspec.verify.truth.high_precision``.
+
+Both follow the conventions the implementation under test declares (``conventions_in_force``,
+or those passed): the eps it normalizes with, the running update it performs.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from normspec.verify.cases.case import Case
+from normspec.verify.cases.case import Case, Declared, conventions_in_force
 
 
 def _param_view(case: Case, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -62,13 +65,21 @@ def plain(case: Case, x, weight=None, bias=None, running_mean=None, running_var=
     return PlainResult(y, mean, var, unbiased)
 
 
-def plain_running(case: Case, x, running_mean, running_var) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch's running-statistics update, from the definition (float64)."""
+def plain_running(case: Case, x, running_mean, running_var, *,
+                  conventions: Declared | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The running-statistics update, from the definition (float64): torch's,
+    ``running = (1 - m) * running + m * batch`` with the unbiased batch variance, or the one the
+    ``conventions`` (default: those in force) declare: the biased variance, momentum as the
+    weight of the old value, or no update at all (the buffers stay as they were passed)."""
+    declared = conventions if conventions is not None else conventions_in_force.get()
+    if declared is not None and not declared.updates_running_stats:
+        return running_mean.clone(), running_var.clone()
     stats = plain(case, x)
-    batch_mean, batch_var = stats.mean, stats.unbiased_var
+    biased = declared is not None and declared.biased_running_var
+    batch_mean, batch_var = stats.mean, stats.var if biased else stats.unbiased_var
     if case.record.running.average_over_batch:  # the batch average of the per-sample statistics
         batch_mean, batch_var = batch_mean.mean(0), batch_var.mean(0)
-    m = case.momentum
+    m = case.momentum if declared is None else declared.momentum_of(case)  # the weight of the batch
     return ((1 - m) * running_mean + m * batch_mean.reshape(-1),
             (1 - m) * running_var + m * batch_var.reshape(-1))
 
@@ -85,8 +96,15 @@ class Truth:
     running_var: np.ndarray | None
 
 
-def truth(case: Case, arrays: dict) -> Truth:
-    """Forward and VJP of the plain definition by torch autograd, float64."""
+def truth(case: Case, arrays: dict, *, conventions: Declared | None = None) -> Truth:
+    """Forward and VJP of the plain definition by torch autograd, float64, under ``conventions``
+    (default: those in force)."""
+    if conventions is not None:
+        token = conventions_in_force.set(conventions)
+        try:
+            return truth(case, arrays)
+        finally:
+            conventions_in_force.reset(token)
     t = {k: None if v is None else torch.from_numpy(np.array(v)) for k, v in arrays.items()}
     leaves = {k: t[k].requires_grad_() for k in ("x", "weight", "bias") if t[k] is not None}
     result = plain(case, t["x"], t["weight"], t["bias"], t["running_mean"], t["running_var"])
@@ -107,13 +125,15 @@ class FiniteDifference:
     error_bound: float  # truncation (Richardson) + rounding estimate
 
 
-def directional_fd(loss: Callable[[float], float], scale: float, magnitude: float) -> FiniteDifference:
+def directional_fd(loss: Callable[[float], float], scale: float, magnitude: float, *,
+                   spacing: float = float(np.finfo(np.float64).eps)) -> FiniteDifference:
     """d/dt loss(t) at t = 0 by central differences at steps h and h/2 (Richardson).
 
     ``scale`` is the size of the perturbed inputs (the step is cbrt(u) * scale);
-    ``magnitude`` the size of the loss's terms, which sets the rounding noise.
+    ``magnitude`` the size of the loss's terms, which sets the rounding noise; ``spacing`` (u)
+    the relative rounding of the forward (float64's; float32's for a forward computing in float32).
     """
-    u = np.finfo(np.float64).eps
+    u = spacing
     h = np.cbrt(u) * scale
     d1 = (loss(h) - loss(-h)) / (2 * h)
     d2 = (loss(h / 2) - loss(-h / 2)) / h

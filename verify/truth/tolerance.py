@@ -15,7 +15,8 @@ with
   u_out of the value, and a kernel that rounds xhat before the affine step up to
   u_out of the terms (hence the m_i term);
 - u_compute: unit roundoff of the precision the statistics are accumulated in
-  (float32 for 16-bit inputs, as torch's kernels do; the dtype itself otherwise);
+  (float32 for 16-bit inputs, as torch's kernels do; the dtype itself otherwise), or of the
+  compute dtype the implementation declares (``compute_dtype=float32``: ONNX's stash_type);
 - N: the group size (reduction length). Sums of N terms in floating point err by
   about sqrt(N) u (pairwise or random rounding) and at most N u (a naive loop); the
   factor 8 (1 + sqrt(N)) covers blocked and pairwise summation with a margin;
@@ -26,6 +27,10 @@ with
 - m_i: the natural magnitude of the quantity near element i, supplied by the check
   (for y the largest |gamma xhat| + |beta| of the group; for dx the largest
   r |gamma g| of the group; for dweight and dbias the sum of the absolute terms).
+
+A floor of the result dtype's smallest subnormal spacing is added to every bound (float16:
+2^-24, about 6e-8): a result in the subnormal range, correctly rounded, errs by up to that
+much whatever its magnitude (exact comparisons have no floor).
 
 ULP errors are reported in units of the dtype's spacing at max(|t_i|, m_i), so that
 a true value near zero is measured against the magnitude of its quantity.
@@ -38,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from normspec.derive import dtypes
+from normspec.verify.cases.case import conventions_in_force
 
 REDUCTION_SAFETY = 8.0
 
@@ -52,22 +58,48 @@ class Policy:
     magnitude: np.ndarray  # m_i, per element (broadcastable)
     factor: np.ndarray  # atol_i = m_i * factor_i
     kappa: float  # the worst conditioning in the case
+    floor: float = 0.0  # the result dtype's smallest subnormal: rounding there errs by up to one spacing
+    compute: str = ""  # the compute dtype (empty: torch's for ``dtype``)
 
     @property
     def atol(self) -> np.ndarray:
         return self.magnitude * self.factor
 
     def describe(self) -> str:
-        return (f"{self.dtype} (compute {dtypes.compute_dtype(self.dtype)}), N={self.group_size}, "
+        compute = self.compute or dtypes.compute_dtype(self.dtype)
+        return (f"{self.dtype} (compute {compute}), N={self.group_size}, "
                 f"kappa={self.kappa:.3g}: rtol={self.rtol:.2g}, atol=m*{float(np.max(self.factor)):.2g}")
 
 
-def policy(dtype: str, group_size: int, magnitude: np.ndarray, kappa: np.ndarray | float) -> Policy:
-    """The tolerance for a result of ``dtype`` from groups of ``group_size`` elements."""
-    u_out, u_compute = dtypes.unit_roundoff(dtype), dtypes.unit_roundoff(dtypes.compute_dtype(dtype))
+def compute_dtype(dtype: str) -> str:
+    """The dtype the statistics of a ``dtype`` input are computed in: torch's, or what the
+    implementation under test declares (the conventions in force)."""
+    declared = conventions_in_force.get()
+    return dtypes.compute_dtype(dtype) if declared is None else declared.compute_dtype_of(dtype)
+
+
+def policy(dtype: str, group_size: int, magnitude: np.ndarray, kappa: np.ndarray | float, *,
+           compute: str | None = None) -> Policy:
+    """The tolerance for a result of ``dtype`` from groups of ``group_size`` elements whose statistics
+    are computed in ``compute`` (default: :func:`compute_dtype`)."""
+    compute = compute or compute_dtype(dtype)
+    u_out, u_compute = dtypes.unit_roundoff(dtype), dtypes.unit_roundoff(compute)
     factor = 2 * u_out + REDUCTION_SAFETY * u_compute * (1 + math.sqrt(group_size)) * np.asarray(kappa)
     return Policy(dtype, group_size, 2 * u_out, np.asarray(magnitude, dtype=np.float64), factor,
-                  float(np.max(kappa)))
+                  float(np.max(kappa)), floor=dtypes.smallest_subnormal(dtype), compute=compute)
+
+
+def working_range(dtype: str, group_size: int, *, compute: str | None = None) -> float:
+    """The largest max|x| of the dtype's working range: the squares summed over a group fit the
+    compute dtype with a margin (N x^2 <= max / 16), and the derivative of rsqrt(var + eps),
+    about |x|^-3, stays a normal number of the compute dtype (|x|^3 <= 1 / (16 tiny)).
+    float64: 1.4e102; float32 and bfloat16 (float32's exponent range, computed in float32):
+    1.7e12; float16 computes in float32 far inside those bounds, so its whole range is working."""
+    compute = compute or compute_dtype(dtype)  # a declared compute dtype, else torch's
+    squares = math.sqrt(dtypes.largest(compute) / (16 * max(group_size, 1)))
+    derivative = (1 / (16 * float(dtypes.finfo(compute).tiny))) ** (1 / 3)
+    bound = min(squares, derivative)
+    return math.inf if bound >= dtypes.largest(dtype) else bound
 
 
 def exact(dtype: str, shape: tuple[int, ...]) -> Policy:
@@ -115,7 +147,7 @@ def compare(quantity: str, actual, truth, tol: Policy) -> Comparison:
         err = np.where(finite_truth, np.abs(a - t), np.where(same_infinity, 0.0, np.inf))
     err = np.where(np.isnan(err), np.inf, err)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        allowed = tol.rtol * np.abs(np.where(finite_truth, t, 0.0)) + atol
+        allowed = tol.rtol * np.abs(np.where(finite_truth, t, 0.0)) + atol + tol.floor
         ratio = np.where(err == 0, 0.0, err / allowed)
         rel = np.where(np.abs(t) > 0, err / np.abs(t), np.where(err == 0, 0.0, np.inf))
         scale = np.maximum(np.abs(t), np.broadcast_to(tol.magnitude, t.shape))
