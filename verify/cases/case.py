@@ -142,7 +142,8 @@ class Case:
         running_mean, running_var (None where the call has none)."""
         rng = np.random.default_rng(self.seed)
         layout = self.layout
-        x = _to_shape(layout, _group_values(self.values, rng, layout, self.dtype)).reshape(self.shape) * self.scale
+        x = np.ascontiguousarray(_to_shape(layout, _group_values(self.values, rng, layout, self.dtype))
+                                 .reshape(self.shape)) * self.scale  # C order: memory layouts apply later
         channels = layout.weight_shape
         weight = _weight(self.values, rng, channels) if self.affine else None
         bias = rng.standard_normal(channels) if self.has_bias else None
