@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from normspec.derive.errors import positive_int
+
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 QUICK_TOLERANCE = 1e-10
@@ -170,7 +172,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     derive = sub.add_parser("derive", help="regenerate the references from the derivation")
     derive.add_argument("--check", action="store_true", help="only report stale generated files")
     derive.add_argument("--prove", action="store_true", help="prove the closed forms at N = 1..max-n")
-    derive.add_argument("--max-n", type=_positive_int, default=8, help="largest N proved (default 8)")
+    derive.add_argument("--max-n", type=positive_int, default=8, help="largest N proved (default 8)")
     derive.set_defaults(run=cmd_derive)
     verify = sub.add_parser("verify", help="run the property-based battery")
     if command in (None, "verify"):
@@ -192,16 +194,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                       help="also run the battery and refresh docs/verification.json and its picture")
     docs.set_defaults(run=cmd_docs)
     everything = sub.add_parser("all", help="freshness, proofs, quick comparison, summary table")
-    everything.add_argument("--max-n", type=_positive_int, default=8, help="largest N proved (default 8)")
+    everything.add_argument("--max-n", type=positive_int, default=8, help="largest N proved (default 8)")
     everything.set_defaults(run=cmd_all)
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
-    return value
+
 
 
 def main(argv: list[str] | None = None) -> int:

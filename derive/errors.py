@@ -1,6 +1,7 @@
 """The project's one error type, and the checks that raise it with a message naming the argument."""
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
 
@@ -27,3 +28,11 @@ def check_momentum(momentum: object) -> float:
             "pass 1/num_batches_tracked)")
     require(0.0 <= momentum <= 1.0, "momentum", momentum, "a float in [0, 1]")
     return float(momentum)
+
+
+def positive_int(text: str) -> int:
+    """A command-line type: a positive integer (argparse reports the text otherwise)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return value

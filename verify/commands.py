@@ -17,6 +17,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from normspec.derive.dtypes import DTYPES
+from normspec.derive.errors import positive_int
 from normspec.derive.variants import NAMES as VARIANT_NAMES
 from normspec.derive.variants import VARIANTS
 from normspec.verify import api
@@ -224,7 +225,7 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
                         metavar="KEY=VALUE", help="a convention --impl declares (repeatable), e.g. running_var=biased, "
                                                   "momentum=old; keys: " + ", ".join(declared_conventions.KEYS))
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--max-examples", type=_positive_int, default=None,
+    parser.add_argument("--max-examples", type=positive_int, default=None,
                         help="examples per check (default: the HYPOTHESIS_PROFILE, 'ci')")
     parser.add_argument("--case", default=None, help="replay one case (JSON, as printed by a failure)")
     parser.add_argument("--json", default=None, help="write the report as JSON to this file")
@@ -262,10 +263,3 @@ def _convention_option(text: str) -> str:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return text
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
-    return value
