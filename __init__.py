@@ -20,6 +20,7 @@ from normspec.derive.errors import NormSpecError
 # public name -> (module, attribute or None for the module itself)
 _PUBLIC = {
     "check": ("normspec.verify.api", "check"),
+    "replay_case": ("normspec.verify.api", "replay_case"),
     "parametrize_checks": ("normspec.verify.pytest_plugin", "parametrize_checks"),
     "numpy_ref": ("normspec.reference.numpy_ref", None),
     "torch_ref": ("normspec.reference.torch_ref", None),

@@ -16,15 +16,20 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from normspec.derive.errors import positive_int
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+# nothing printed is markup or emoji: messages carry users' text (see verify/reporting/terminal.py)
+console = Console(highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 200)
+
+# Exit statuses: each means one thing.
+PASSED, CHECK_FAILED, USAGE_ERROR, HARNESS_FAILED = 0, 1, 2, 3
 
 QUICK_TOLERANCE = 1e-10
 
@@ -62,7 +67,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
     if args.check:
         fresh, problems = _check_fresh()
         for problem in problems:
-            console.print(f"[red]{escape(problem)}[/red]")
+            console.print(Text(problem, style="red"))
         if fresh:
             console.print(f"generated files are fresh (derivation-hash {codegen.derivation_hash()}, "
                           f"{time.perf_counter() - start:.2f} s)")
@@ -74,7 +79,8 @@ def cmd_derive(args: argparse.Namespace) -> int:
             state = "written" if f.path in written else "unchanged"
             console.print(f"{state}: {_shown(f.path)} ({len(f.content.splitlines())} lines)")
         for path in codegen.stray_files(files):
-            console.print(f"[yellow]stray[/yellow]: {_shown(path)} (not produced by `normspec derive`; delete it)")
+            console.print(Text.assemble(("stray", "yellow"), f": {_shown(path)} (not produced by `normspec derive`; "
+                                                             f"delete it)"))
         console.print(f"derivation-hash {codegen.derivation_hash()}, {time.perf_counter() - start:.2f} s")
         status = 0
     if args.prove and not _prove(max_n=args.max_n):
@@ -93,12 +99,12 @@ def _prove(max_n: int, rows: list[Row] | None = None) -> bool:
             start = time.perf_counter()
             try:
                 result = proofs.prove(family, n)
-                line = f"proved {family.name:12s} N={n}: {', '.join(result.checked)}"
+                line = Text(f"proved {family.name:12s} N={n}: {', '.join(result.checked)}")
             except AssertionError as failure:
-                family_ok, line = False, f"[red]FAILED[/red] {failure}"
+                family_ok, line = False, Text.assemble(("FAILED", "red"), f" {failure}")
             seconds = time.perf_counter() - start
             total += seconds
-            console.print(f"{line}  ({seconds:.3f} s)")
+            console.print(line + f"  ({seconds:.3f} s)")
         all_ok &= family_ok
         if rows is not None:
             rows.append(Row(f"{family.name} (family)", f"proof N=1..{max_n}", family_ok, "exact", total))
@@ -158,7 +164,7 @@ def _summary(rows: list[Row]) -> Table:
     for column in ("variant", "check", "result", "max error", "time (s)"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r.variant, r.check, "[green]pass[/green]" if r.ok else "[red]FAIL[/red]",
+        table.add_row(r.variant, r.check, Text("pass", "green") if r.ok else Text("FAIL", "red"),
                       r.error, f"{r.seconds:.2f}")
     return table
 
@@ -182,9 +188,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     verify.set_defaults(run=cmd_verify)
     repro = sub.add_parser("repro", help="re-run one saved failing case (a .npz written with --artifacts)")
     repro.add_argument("case_file", metavar="CASE.npz")
-    repro.add_argument("--impl", default=None, help="package.module:function (default: the one saved)")
+    repro.add_argument("--impl", default=None,
+                       help="the implementation to replay it on: a built-in or package.module:function "
+                            "(required: the one the file records is shown, never imported on its own)")
     repro.add_argument("--backward", default=None)
     repro.add_argument("--device", default="cpu")
+    repro.add_argument("--max-elements", type=positive_int, default=None,
+                       help="largest case (elements of x) the file may describe (default 4194304)")
     repro.set_defaults(run=cmd_repro)
     listing = sub.add_parser("list", help="list the variants and the checks")
     listing.set_defaults(run=cmd_list)
@@ -203,8 +213,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from normspec.derive.errors import NormSpecError
-
+    """Run one command. Exit status: 0 every check passed, 1 a check failed, 2 a usage or input
+    error (argparse's too), 3 normspec itself failed (a bug to report); 130 interrupted by the user
+    (the report of what ran is printed first)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
@@ -212,11 +223,25 @@ def main(argv: list[str] | None = None) -> int:
         args.user_impl, args.impl = args.impl, []
     elif args.run is cmd_verify:
         args.user_impl = None
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from normspec.derive.errors import NormSpecError
+
     try:
         return args.run(args)
     except NormSpecError as error:
-        console.print(f"[red]error[/red]: {error}")
-        return 2
+        console.print(Text.assemble(("error", "red"), f": {error}"))
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        console.print(Text.assemble(("interrupted", "red"), " by the user"))
+        return 130
+    except Exception:  # noqa: BLE001 - normspec's own failure: said so, with the traceback to report
+        console.print(Text.assemble(("normspec failed", "red"), " (a bug in normspec, not in the implementation "
+                                                                "under test; please report it):"))
+        traceback.print_exc()
+        return HARNESS_FAILED
 
 
 if __name__ == "__main__":

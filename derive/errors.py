@@ -30,9 +30,28 @@ def check_momentum(momentum: object) -> float:
     return float(momentum)
 
 
+def check_timeout(seconds: object, *, name: str = "timeout") -> float:
+    """A time limit in seconds: positive and finite (0 does not mean 'no limit')."""
+    require(isinstance(seconds, numbers.Real) and not isinstance(seconds, bool), name, seconds,
+            "a number of seconds")
+    require(math.isfinite(seconds) and seconds > 0, name, seconds, "a positive, finite number of seconds")
+    return float(seconds)
+
+
+def positive_seconds(text: str) -> float:
+    """A command-line type: a positive, finite number of seconds."""
+    try:
+        return check_timeout(float(text), name="--timeout")
+    except (ValueError, NormSpecError):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive, finite number of seconds") from None
+
+
 def positive_int(text: str) -> int:
     """A command-line type: a positive integer (argparse reports the text otherwise)."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
     return value

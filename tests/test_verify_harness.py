@@ -117,7 +117,7 @@ def test_reports_json_markdown_and_reproduction_file(tmp_path, capsys):
     assert entry["status"] == FAILED and entry["minimal_case"]["variant"] == "layer_norm"
     assert entry["worst"]["tolerance"] and entry["reproduction_file"].endswith(".npz")
     assert "layer_norm::float64::forward" in report.to_markdown()
-    assert cli.main(["repro", entry["reproduction_file"]]) == 1
+    assert cli.main(["repro", entry["reproduction_file"], "--impl", "tests.broken.impls:layer_norm_unbiased_var"]) == 1
     assert "reproduced: the check still fails" in capsys.readouterr().out
 
 

@@ -13,7 +13,9 @@ report says so.
 """
 from __future__ import annotations
 
+import dataclasses
 import tempfile
+from contextlib import nullcontext
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -21,18 +23,23 @@ from typing import Callable, Iterable
 
 from normspec.derive import variants
 from normspec.derive.dtypes import DTYPES
-from normspec.derive.errors import NormSpecError, require
-from normspec.verify.cases.case import Case
+from normspec.derive.errors import NormSpecError, check_timeout, require
+from normspec.verify.cases.case import MAX_CASE_ELEMENTS, Case
 from normspec.verify.checks import CHECKS
+from normspec.verify.implementations.base import ImplementationSummary
+from normspec.verify.implementations.builtin import BUILTIN, builtin
+from normspec.verify.implementations.conventions import parse as parse_conventions
 from normspec.verify.implementations.isolation import isolated
 from normspec.verify.implementations.probing import build, build_module
+from normspec.verify.reporting.outputs import output_folder
 from normspec.verify.reporting.report import Report
 from normspec.verify.reporting.repro import read_case
 from normspec.verify.running import battery as bat
+from normspec.verify.running.supervisor import RunSpec, supervise
 from normspec.verify.running.expected_failures import parse as parse_expected_failures
 from normspec.verify.running.profiles import current_settings
 
-__all__ = ["build", "build_module", "check", "replay_file"]
+__all__ = ["build", "build_module", "check", "replay_case", "replay_file"]
 
 
 def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None = None, *,
@@ -40,9 +47,9 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
           conventions: dict[str, object] | Iterable[str] | None = None,
           device: str = "cpu", dtypes: Iterable[str] | None = None, checks: Iterable[str] | None = None,
           max_examples: int | None = None, expected_failures: Iterable[str] | str | Path | None = None,
-          array: str | None = None, name: str | None = None, timeout: float | None = 60.0,
-          isolate: bool = False, artifacts: str | Path | None = None, seed: int | None = None,
-          progress: Callable | None = None, strict: bool = False) -> Report:
+          array: str | None = None, name: str | None = None, timeout: float = 60.0,
+          isolate: bool = False, in_process: bool = False, artifacts: str | Path | None = None,
+          seed: int | None = None, progress: Callable | None = None, strict: bool = False) -> Report:
     """Run the battery on ``impl`` for ``variant``; see the module docstring.
 
     impl: a function of one variant (``variant`` names it; default 'layer_norm'), or a module
@@ -50,69 +57,133 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
         provides is checked (``variant`` may restrict them), the cross-variant identities among
         them included, and ``<variant>_backward`` functions are used where present.
 
+    How it is called: given as an import path (``"package.module:function"``), the
+        implementation runs in a supervised worker process (``verify.running.supervisor``):
+        a hang in native code, an exit() or a crash fails the check in progress and the run
+        goes on; this process never imports it. Given as an object (or with ``in_process``),
+        it runs here: ``timeout`` interrupts Python code, but a hang inside native code cannot
+        be interrupted (pass the import path). ``isolate``: every call in its own worker
+        process. Either way, what a call changes in the process (directory, environment,
+        torch's and NumPy's settings, RNG states) is put back and fails the check.
+
     conventions: how ``impl`` differs from torch on purpose, ``{"running_var": "biased"}`` or
         ``["running_var=biased", "momentum=old"]`` (keys: ``normspec.verify.implementations.conventions``);
         the truth follows them, no check is switched off. Default: torch's.
 
     expected_failures: check ids (``variant::dtype::check``) or a file with one per line
         ('#' comments); they are reported as expected failures, and ids that match no
-        check are warned about. isolate: run every call in a worker process, so that a
-        kernel that crashes the process is reported, not fatal. artifacts: a folder for
-        reproduction files (one ``.npz`` per failing check, replayed by ``normspec repro``);
-        by default a new temporary folder, created only when something fails. An expected
-        failure may carry bounds (``"layer_norm::float16::backward values=offset ratio<=4"``):
-        a failure outside them fails again. strict: range limits (failures only beyond the
-        dtype's working range) fail the report too.
+        check are warned about. An expected failure may carry bounds
+        (``"layer_norm::float16::backward values=offset ratio<=4"``): a failure outside them
+        fails again. artifacts: a folder for reproduction files (one ``.npz`` per failing
+        check, named by implementation, variant, dtype and check; replayed by ``normspec
+        repro``); none are written without it. strict: range limits (failures only beyond the
+        dtype's working range) fail the report too. timeout: seconds per call, positive and finite.
     """
-    if isinstance(impl, ModuleType) or (isinstance(impl, str) and ":" not in impl):
-        wanted = None if variant is None else tuple([variant] if isinstance(variant, str) else variant)
-        for each in wanted or ():
-            variants.get(each)
-        require(backward is None, "backward", backward, "None for a module (its <variant>_backward functions are used)")
-        implementation = build_module(impl, variants_wanted=wanted, device=device, array=array, name=name,
-                                      timeout=timeout, isolate=isolate, conventions=conventions)
-        chosen = list(wanted or implementation.functions)
-    else:
-        variant = variant or "layer_norm"
-        if not isinstance(variant, str) and len(list(variant)) == 1:
-            variant = list(variant)[0]
-        require(isinstance(variant, str), "variant", variant, "one variant name for a function")
-        variants.get(variant)
-        implementation = build(impl, variant, backward=backward, device=device, array=array, name=name,
-                               timeout=timeout, isolate=isolate, conventions=conventions)
-        chosen = [variant]
+    timeout = check_timeout(timeout)
     dtypes = _validated(dtypes, DTYPES, "dtypes")
     checks = _validated(checks, tuple(CHECKS), "checks")
     expected = parse_expected_failures(expected_failures)
+    folder = output_folder(artifacts, argument="artifacts") if artifacts is not None else None
+    module = isinstance(impl, ModuleType) or (isinstance(impl, str) and ":" not in impl)
+    wanted = _wanted_variants(variant, module=module)
+    require(backward is None or not module, "backward", backward,
+            "None for a module (its <variant>_backward functions are used)")
+    # --isolate writes the case being called here (a crash of this process keeps it): into the
+    # artifacts folder when there is one, else a temporary folder removed when the run ends
+    pending_folder = (nullcontext(str(folder)) if folder is not None or not isolate
+                      else tempfile.TemporaryDirectory(prefix="normspec-pending-"))
+    with pending_folder as pending:
+        if isinstance(impl, str) and not in_process and (backward is None or isinstance(backward, str)):
+            spec = RunSpec(impl, wanted, tuple(dtypes), tuple(checks), timeout, backward=backward, device=device,
+                           array=array, name=name, conventions=parse_conventions(conventions).declared(),
+                           isolate=isolate, pending_folder=pending, expected_failures=expected,
+                           max_examples=max_examples, seed=seed)
+            result, implementation = supervise(spec, progress=progress)
+            execution = "a supervised runner process (a hang, an exit or a crash fails one check; the run goes on)"
+        else:
+            implementation = _built(impl, wanted, module=module, backward=backward, device=device, array=array,
+                                    name=name, timeout=timeout, isolate=isolate, conventions=conventions)
+            if isolate:
+                implementation = isolated(implementation, artifacts=pending)
+            settings = current_settings(max_examples, seeded=seed is not None) if (
+                max_examples or seed is not None) else None
+            result = bat.run_battery(implementation, variants=list(wanted or implementation.functions),
+                                     dtypes=dtypes, checks=checks, hypothesis_settings=settings,
+                                     expected_failures=expected, seed=seed, progress=progress)
+            execution = ("one worker process per call (--isolate)" if isolate else
+                         "this process (a hang inside native code cannot be interrupted: pass an import path)")
+    if implementation is None:  # every check failed before the implementation could be described
+        implementation = _unbuilt(impl, name, device, conventions)
+    chosen = wanted or tuple(implementation.variants)
     unknown = sorted(set(expected) - {f"{v}::{d}::{c}" for v in chosen for d in DTYPES for c in CHECKS})
     for entry in unknown:
         warnings.warn(f"expected failure {entry!r} matches no check of {', '.join(chosen)}", stacklevel=2)
-    if isolate:
-        artifacts = artifacts or tempfile.mkdtemp(prefix="normspec-")  # the pending case survives a crash
-        implementation = isolated(implementation, artifacts=artifacts)
-    settings = None
-    if max_examples or seed is not None:
-        settings = current_settings(max_examples, seeded=seed is not None)
-    result = bat.run_battery(implementation, variants=chosen, dtypes=dtypes, checks=checks,
-                             hypothesis_settings=settings, expected_failures=expected, seed=seed, progress=progress)
-    report = Report(result, implementation, unknown_expected=unknown, strict=strict, expected_failures=expected)
-    if not report.ok:  # every failure gets its reproduction file (a temporary folder unless given)
-        report.write_artifacts(Path(artifacts or tempfile.mkdtemp(prefix="normspec-")))
+    report = Report(result, implementation, unknown_expected=unknown, strict=strict, expected_failures=expected,
+                    execution=execution)
+    if folder is not None:
+        report.write_artifacts(folder)
     return report
 
 
-def replay_file(path: str | Path, *, impl: str | None = None, backward: str | None = None,
-                device: str = "cpu") -> tuple[Case, str, list]:
-    """(case, check name, comparisons) of a saved reproduction file, re-run now."""
-    saved = read_case(path)
+def _wanted_variants(variant, *, module: bool) -> tuple[str, ...] | None:
+    """The variants to check: as given (validated), or None for 'every one a module provides'."""
+    if variant is None:
+        return None if module else ("layer_norm",)
+    wanted = (variant,) if isinstance(variant, str) else tuple(variant)
+    require(bool(wanted), "variant", variant, "at least one variant name")
+    for each in wanted:
+        variants.get(each)
+    require(module or len(wanted) == 1, "variant", variant, "one variant name for a function")
+    return wanted
+
+
+def _built(impl, wanted, *, module: bool, **options):
+    if module:
+        options.pop("backward")
+        return build_module(impl, variants_wanted=wanted, **options)
+    return build(impl, wanted[0], **options)
+
+
+def _unbuilt(impl, name, device, conventions) -> ImplementationSummary:
+    label = name or (impl if isinstance(impl, str) else getattr(impl, "__name__", repr(impl)))
+    return ImplementationSummary(label, "torch", None, device, {"impl": impl} if isinstance(impl, str) else {},
+                                 parse_conventions(conventions), ())
+
+
+def replay_case(impl: Callable | ModuleType | str, check: str, case: str | Case, *,
+                backward: Callable | str | None = None, array: str | None = None,
+                conventions: dict[str, object] | Iterable[str] | None = None, device: str = "cpu",
+                max_elements: int = MAX_CASE_ELEMENTS) -> list:
+    """The comparisons of ``check`` on one ``case`` (a Case or its JSON, as a failure prints it),
+    re-run now on ``impl``: what a failure's printed reproduction calls."""
+    require(check in CHECKS, "check", check, f"one of {', '.join(CHECKS)}")
+    if not isinstance(case, Case):
+        case = Case.from_json(case, argument="case", max_elements=max_elements)
+    if isinstance(impl, ModuleType) or (isinstance(impl, str) and ":" not in impl):
+        implementation = build_module(impl, device=device, array=array, conventions=conventions)
+    else:
+        implementation = build(impl, case.variant, backward=backward, device=device, array=array,
+                               conventions=conventions)
+    return bat.check_case(implementation, check, case)
+
+
+def replay_file(path: str | Path, *, impl: str, backward: str | None = None, device: str = "cpu",
+                max_elements: int = MAX_CASE_ELEMENTS) -> tuple[Case, str, list]:
+    """(case, check name, comparisons) of a saved reproduction file, re-run now on ``impl``.
+
+    The file is data: the implementation is the one the caller names (an import path or a
+    built-in name), never the one stored in the file, which is only shown."""
+    saved = read_case(path, max_elements=max_elements)
     meta, case = saved["meta"], saved["case"]
-    impl = impl or meta["source"].get("impl")
-    if impl is None:
-        raise NormSpecError(f"CASE={str(path)!r}: the implementation was passed as an object, not an import "
-                            f"path; give it with --impl package.module:function")
-    backward = backward or meta["source"].get("backward")
-    implementation = build(impl, case.variant, backward=backward, device=device, array=meta["array"],
-                           conventions=meta.get("conventions"))  # as declared when it was written
+    require(isinstance(impl, str) and bool(impl), "--impl", impl,
+            f"the implementation to replay it on (the file names {meta['implementation']!r}; "
+            f"pass that import path yourself if you trust it)")
+    if impl in BUILTIN:
+        implementation = builtin(impl)
+        implementation = dataclasses.replace(implementation, device=device)
+    else:
+        implementation = build(impl, case.variant, backward=backward, device=device, array=meta["array"],
+                               conventions=meta.get("conventions"))  # as declared when it was written
     return case, meta["check"], bat.check_case(implementation, meta["check"], case)
 
 
@@ -120,6 +191,7 @@ def _validated(values: Iterable[str] | None, allowed: tuple[str, ...], argument:
     if values is None:
         return list(allowed)
     values = [values] if isinstance(values, str) else list(values)
+    require(bool(values), argument, values, f"at least one of {', '.join(allowed)}")
     unknown = [v for v in values if v not in allowed]
     if unknown:
         raise NormSpecError(f"{argument}={unknown!r}: expected some of {', '.join(allowed)}")

@@ -12,52 +12,59 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from normspec.derive.dtypes import DTYPES
-from normspec.derive.errors import positive_int
+from normspec.derive.errors import positive_int, positive_seconds, require
 from normspec.derive.variants import NAMES as VARIANT_NAMES
 from normspec.derive.variants import VARIANTS
 from normspec.verify import api
-from normspec.verify.cases.case import Case
+from normspec.verify.cases.case import MAX_CASE_ELEMENTS, Case
 from normspec.verify.checks import CHECKS
 from normspec.verify.implementations.builtin import BUILTIN, builtin
 from normspec.verify.implementations import conventions as declared_conventions
 from normspec.verify.reporting import report
+from normspec.verify.reporting.outputs import output_file, output_folder
 from normspec.verify.reporting.report import Report
+from normspec.verify.reporting.terminal import make_console, marked
 from normspec.verify.reporting.repro import read_case
 from normspec.verify.running import battery as bat
+from normspec.verify.running.expected_failures import parse as parse_expected_failures
 from normspec.verify.running.profiles import current_settings
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+console = make_console()
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     _require_device(args.device)
-    if args.convention and not args.user_impl:
-        raise SystemExit("--convention: only with --impl of your own (the built-ins follow torch's conventions)")
+    require(not args.convention or args.user_impl, "--convention", args.convention,
+            "--impl of your own with it (the built-ins follow torch's conventions)")
     function = args.user_impl is not None and ":" in args.user_impl
-    if args.backward and not function:
-        raise SystemExit("--backward: only with --impl package.module:function")
-    if function and len(args.variant or ()) != 1:
-        raise SystemExit("--variant: name exactly one variant for --impl package.module:function")
+    require(not args.backward or function, "--backward", args.backward, "--impl package.module:function with it")
+    require(not function or len(args.variant or ()) == 1, "--variant", ",".join(args.variant or ()) or None,
+            "exactly one variant for --impl package.module:function")
+    outputs = _outputs(args)  # validated and made absolute before anything runs
     if args.user_impl is None:
         args.variant = args.variant or list(VARIANT_NAMES)
     if args.case:
+        case = Case.from_json(args.case, argument="--case", max_elements=args.max_elements)
         impls = [_user_implementation(args)] if args.user_impl else [_on_device(builtin(n), args.device)
                                                                       for n in args.impl]
-        return _replay(impls, args.check, Case.from_json(args.case))
+        return _replay(impls, args.check, case)
     reports = []
     if args.user_impl:
         with _progress(f"{args.user_impl}") as advance:
             reports.append(api.check(args.user_impl, args.variant, backward=args.backward, device=args.device,
                                      conventions=args.convention,
                                      dtypes=args.dtype, checks=args.check, max_examples=args.max_examples,
-                                     expected_failures=args.expected_failures, timeout=args.timeout, array=args.array,
-                                     isolate=args.isolate, artifacts=args.artifacts, seed=args.seed,
-                                     progress=advance, strict=args.strict))
+                                     expected_failures=parse_expected_failures(args.expected_failures,
+                                                                               argument="--expected-failures"),
+                                     timeout=args.timeout, array=args.array,
+                                     isolate=args.isolate, in_process=args.in_process, artifacts=outputs["artifacts"],
+                                     seed=args.seed, progress=advance, strict=args.strict))
     else:
         for name in args.impl:
             impl = _on_device(builtin(name), args.device)
@@ -66,13 +73,24 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 result = bat.run_battery(impl, variants=args.variant, dtypes=args.dtype, checks=args.check,
                                          hypothesis_settings=settings, seed=args.seed, progress=advance)
             report = Report(result, impl, strict=args.strict)
-            if args.artifacts:
-                report.write_artifacts(Path(args.artifacts))
+            if outputs["artifacts"]:
+                report.write_artifacts(outputs["artifacts"])
             reports.append(report)
     for report in reports:
         report.print(console)
-    _write_reports(reports, args)
+    _write_reports(reports, outputs)
+    if any(r.battery.interrupted for r in reports):
+        return INTERRUPTED
     return 0 if all(r.ok for r in reports) else 1
+
+
+INTERRUPTED = 130  # the user's Ctrl-C (the report of the checks that ran is printed)
+
+
+def _outputs(args: argparse.Namespace) -> dict:
+    return {"json": output_file(args.json, argument="--json") if args.json else None,
+            "markdown": output_file(args.markdown, argument="--markdown") if args.markdown else None,
+            "artifacts": output_folder(args.artifacts, argument="--artifacts") if args.artifacts else None}
 
 
 def _settings(args: argparse.Namespace):
@@ -87,23 +105,24 @@ def _progress(label: str):
     """A progress bar on a terminal (none when output is captured)."""
 
     with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
-        task = progress.add_task(label, total=None)
-        yield lambda report: progress.update(task, advance=1, description=f"{label} {report.id}")
+        # the description column reads markup: names are escaped
+        task = progress.add_task(escape(label), total=None)
+        yield lambda report: progress.update(task, advance=1, description=escape(f"{label} {report.id}"))
 
 
-def _write_reports(reports, args: argparse.Namespace) -> None:
-    if args.json:
+def _write_reports(reports, outputs: dict) -> None:
+    if outputs["json"]:
         payload = [r.to_dict() for r in reports]
-        Path(args.json).write_text(json.dumps(payload if len(payload) > 1 else payload[0], indent=2,
+        outputs["json"].write_text(json.dumps(payload if len(payload) > 1 else payload[0], indent=2,
                                               default=str) + "\n")
-        console.print(f"JSON report: {args.json}")
-    if args.markdown:
-        Path(args.markdown).write_text("\n".join(r.to_markdown() for r in reports))
-        console.print(f"Markdown report: {args.markdown}")
+        console.print(f"JSON report: {outputs['json']}")
+    if outputs["markdown"]:
+        outputs["markdown"].write_text("\n".join(r.to_markdown() for r in reports))
+        console.print(f"Markdown report: {outputs['markdown']}")
 
 
 def _user_implementation(args: argparse.Namespace):
-
+    """The implementation of ``--case``: one call, in this process."""
     if ":" not in args.user_impl:
         return api.build_module(args.user_impl, variants_wanted=tuple(args.variant or ()) or None,
                                 device=args.device, timeout=args.timeout, array=args.array,
@@ -113,23 +132,30 @@ def _user_implementation(args: argparse.Namespace):
 
 
 def _require_device(device: str) -> None:
-
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {device}: CUDA is not available on this machine")
+    require(device == "cpu" or device.startswith("cuda"), "--device", device, "cpu or cuda[:N]")
+    require(not device.startswith("cuda") or torch.cuda.is_available(), "--device", device,
+            "a device this machine has (CUDA is not available here)")
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-
-    saved = read_case(args.case_file)
+    """Replay a reproduction file on the implementation the user names: the file is data, the
+    implementation it records is only shown."""
+    max_elements = args.max_elements or MAX_CASE_ELEMENTS
+    saved = read_case(args.case_file, max_elements=max_elements)
+    meta = saved["meta"]
     console.print(f"case:  {saved['case'].short()}")
-    console.print(f"check: {saved['meta']['check']} — saved failure: {saved['meta']['failure']}")
-    if saved["meta"].get("conventions"):  # the truth of the replay follows them too
-        console.print(f"conventions: {declared_conventions.parse(saved['meta']['conventions']).describe()}")
+    console.print(f"check: {meta['check']} — saved failure: {meta['failure']}")
+    console.print(f"recorded implementation: {meta['implementation']} ({meta['source'] or 'passed as an object'})")
+    if meta.get("conventions"):  # the truth of the replay follows them too
+        console.print(f"conventions: {declared_conventions.parse(meta['conventions']).describe()}")
+    require(args.impl is not None, "--impl", args.impl,
+            f"the implementation to replay the case on (a built-in or package.module:function; the file records "
+            f"{meta['implementation']!r}, which normspec does not import on its own)")
     case, check, comparisons = api.replay_file(args.case_file, impl=args.impl, backward=args.backward,
-                                              device=args.device)
+                                              device=args.device, max_elements=max_elements)
     status = 0
     for comparison in comparisons:
-        console.print(f"{'[green]ok[/green]' if comparison.ok else '[red]FAIL[/red]'} {comparison.line()}")
+        console.print(marked(("ok", "green") if comparison.ok else ("FAIL", "red"), f" {comparison.line()}"))
         status = status or (0 if comparison.ok else 1)
     console.print("reproduced: the check still fails" if status else "the check passes now")
     return status
@@ -167,8 +193,8 @@ def _replay(impls, checks, case) -> int:
                 console.print(f"{impl.name} {check}: skipped ({reason})")
                 continue
             for comparison in bat.check_case(impl, check, case):
-                mark = "[green]ok[/green]" if comparison.ok else "[red]FAIL[/red]"
-                console.print(f"{impl.name} {check} {mark} {comparison.line()}")
+                mark = ("ok", "green") if comparison.ok else ("FAIL", "red")
+                console.print(marked(f"{impl.name} {check} ", mark, f" {comparison.line()}"))
                 status = max(status, 0 if comparison.ok else 1)
     console.print(f"case: {case.short()}")
     return status
@@ -204,6 +230,8 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
     def listed(choices):
         def parse(text: str) -> list[str]:
             values = [v.strip() for v in text.split(",") if v.strip()]
+            if not values:
+                raise argparse.ArgumentTypeError(f"{text!r}: expected at least one of {', '.join(choices)}")
             unknown = [v for v in values if v not in choices]
             if unknown:
                 raise argparse.ArgumentTypeError(f"{','.join(unknown)}: expected some of {', '.join(choices)}")
@@ -237,10 +265,23 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="fail on range limits too (failures only beyond the dtype's working range)")
     parser.add_argument("--isolate", action="store_true",
-                        help="run every call in a worker process (kernels that can crash the process)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (default 60)")
+                        help="run every call in its own worker process (by default your --impl runs in one "
+                             "supervised worker process: a hang or a crash fails one check and a new worker "
+                             "carries on)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run your --impl in this process (for a debugger; a hang in native code or an "
+                             "exit() then ends the run)")
+    parser.add_argument("--timeout", type=positive_seconds, default=60.0,
+                        help="seconds per call, positive (default 60)")
+    add_max_elements_option(parser)
     parser.add_argument("--seed", type=int, default=None, help="a random seed instead of the profile's "
                                                                  "derandomized examples")
+
+
+def add_max_elements_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-elements", type=positive_int, default=MAX_CASE_ELEMENTS,
+                        help=f"largest case (elements of x) a --case or a reproduction file may describe "
+                             f"(default {MAX_CASE_ELEMENTS})")
 
 
 def _impl_option(builtins_parser):

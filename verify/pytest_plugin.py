@@ -133,6 +133,39 @@ def _items(impl, variant: str, dtypes: Iterable[str], checks: Iterable[str], bac
     return items
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Validate the --normspec-* selections before collection: a usage error (pytest's exit 4),
+    not every test skipped and a green run."""
+    if config.getoption("--normspec-impl", default=None) is not None:
+        _selections(config)
+
+
+def _selections(config: pytest.Config) -> tuple[list[str], list[str]]:
+    """(checks, dtypes) named by the options, validated (the variant too)."""
+    from normspec.derive import variants
+    from normspec.verify.checks import CHECKS
+
+    option = config.getoption
+    checks = _selection(option("--normspec-check"), tuple(CHECKS), "--normspec-check") or list(CHECKS)
+    dtypes = _selection(option("--normspec-dtype"), DTYPES, "--normspec-dtype")
+    _selection(option("--normspec-variant"), variants.NAMES, "--normspec-variant", one=True)
+    if not dtypes:
+        raise pytest.UsageError(f"--normspec-dtype={option('--normspec-dtype')!r}: expected at least one of "
+                                f"{', '.join(DTYPES)}")
+    return checks, dtypes
+
+
+def _selection(text: str | None, allowed: tuple[str, ...], option: str, *, one: bool = False) -> list[str]:
+    """The comma-separated names of ``option``, each one of ``allowed`` (a usage error otherwise:
+    an unknown name must not skip every test and pass)."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in allowed]
+    if unknown or (text is not None and not names) or (one and len(names) != 1):
+        wanted = "one of" if one else "some of"
+        raise pytest.UsageError(f"{option}={text!r}: expected {wanted} {', '.join(allowed)}")
+    return names
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrize ``normspec_command_line_check`` from the --normspec-* options."""
     if "normspec_command_line_check" not in metafunc.fixturenames:
@@ -144,8 +177,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     from normspec.verify.checks import CHECKS
 
-    checks = option("--normspec-check").split(",") if option("--normspec-check") else list(CHECKS)
-    dtypes = option("--normspec-dtype").split(",")
+    checks, dtypes = _selections(metafunc.config)
     entries = parse_expected_failures(option("--normspec-expected-failures"), argument="--normspec-expected-failures")
     items = _items(impl, option("--normspec-variant"), dtypes, checks, option("--normspec-backward"),
                    option("--normspec-device"), entries, option("--normspec-strict"))

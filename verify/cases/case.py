@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -20,12 +21,18 @@ import torch
 
 from normspec.derive import dtypes, variants
 from normspec.derive.dtypes import DTYPES
+from normspec.derive.errors import NormSpecError, check_eps, check_momentum, require
 from normspec.derive.layouts import Layout
 from normspec.derive.variants import ARRAY_ARGUMENTS, Variant
 
 TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
 MEMORY_LAYOUTS = ("contiguous", "noncontiguous", "channels_last")
 VALUE_KINDS = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma_mixed", "exact")
+ARRAY_NAMES = (*ARRAY_ARGUMENTS, "grad_out")  # the arrays of Case.arrays(): the call's and the output gradient
+MAX_RANK = 5  # the highest input rank the battery draws (the strategies' and the grid's max_rank)
+# The most elements of x a case read from outside (--case, a reproduction file) may ask for: a few
+# bytes of JSON must not allocate gigabytes (x and grad_out are float64, the truth more).
+MAX_CASE_ELEMENTS = 2**22
 
 
 class Declared(Protocol):
@@ -77,10 +84,29 @@ class Case:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> "Case":
-        fields = json.loads(text)
-        fields["shape"] = tuple(fields["shape"])
-        return cls(**fields)
+    def from_json(cls, text: str, *, argument: str = "--case", max_elements: int = MAX_CASE_ELEMENTS) -> "Case":
+        """The case ``to_json`` wrote, validated as :meth:`from_dict` does."""
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError, RecursionError) as error:  # JSONDecodeError is a ValueError
+            raise NormSpecError(f"{argument}={_shown(text)}: not JSON ({error})") from None
+        return cls.from_dict(data, argument=argument, max_elements=max_elements)
+
+    @classmethod
+    def from_dict(cls, data: object, *, argument: str = "--case", max_elements: int = MAX_CASE_ELEMENTS) -> "Case":
+        """A case from its description (the fields of ``to_json``), read from outside: every field is
+        validated, and a shape of more than ``max_elements`` elements refused before any array exists.
+        A NormSpecError names ``argument``, the field, its value and what was expected."""
+        require(_is_int(max_elements) and max_elements > 0, "max_elements", max_elements,
+                "a positive int")
+        if not isinstance(data, dict):
+            raise NormSpecError(f"{argument}: expected a JSON object with the fields of a case, got {_shown(data)}")
+        try:
+            case = cls(**_checked_fields(data, max_elements))
+            case.layout  # noqa: B018 -- the layout validates what it needs (group_norm: num_groups divides C)
+        except NormSpecError as error:
+            raise NormSpecError(f"{argument}: {error}") from None
+        return case
 
     @property
     def record(self) -> Variant:
@@ -180,6 +206,123 @@ class Case:
             raise ValueError("NumPy has no bfloat16")
         out = np.array(array, dtype=dtype)
         return _numpy_memory_layout(out, self.memory) if memory else out
+
+
+# --- validating a description read from outside ----------------------------------------------
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Case))
+REQUIRED_FIELDS = tuple(f.name for f in dataclasses.fields(Case) if f.default is dataclasses.MISSING)
+
+
+def _shown(value: object, limit: int = 200) -> str:
+    """``repr(value)``, cut short: a message quotes what it was given, not megabytes of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _checked_fields(data: dict, max_elements: int) -> dict[str, Any]:
+    """The fields of ``data``, validated in order of dependence: the variant, then the shape (its rank
+    depends on the variant), then the rest (some depend on both)."""
+    unknown = [key for key in data if key not in FIELD_NAMES]
+    if unknown:
+        raise NormSpecError(f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(_shown, unknown))}: "
+                            f"a case has the fields {', '.join(FIELD_NAMES)}")
+    missing = [name for name in REQUIRED_FIELDS if name not in data]
+    if missing:
+        raise NormSpecError(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
+                            f"a case needs {', '.join(REQUIRED_FIELDS)}")
+    record = _checked_variant(data["variant"])
+    shape = _checked_shape(data["shape"], record, max_elements)
+    fields = {"variant": record.name, "shape": shape}
+    for name, value in data.items():  # fields left out keep their defaults, which are valid
+        if name not in fields:
+            fields[name] = _FIELD_CHECKS[name](name, value, record, shape)
+    return fields
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # JSON's true is no int
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _checked_variant(name: object) -> Variant:
+    # the registry looks names up in a dict: an unhashable one (a JSON list) would be a TypeError
+    require(isinstance(name, str), "variant", name, f"one of {', '.join(variants.NAMES)}")
+    return variants.get(name)
+
+
+def _checked_shape(shape: object, record: Variant, max_elements: int) -> tuple[int, ...]:
+    require(isinstance(shape, (list, tuple)), "shape", shape, "a list of positive ints")
+    require(record.min_rank <= len(shape) <= MAX_RANK, "shape", shape,
+            f"{record.min_rank} to {MAX_RANK} dimensions ({record.name})")
+    require(all(_is_int(n) and n > 0 for n in shape), "shape", shape, "a list of positive ints")
+    elements = math.prod(shape)
+    if elements > max_elements:  # before anything is allocated: the arrays are of this size
+        raise NormSpecError(f"shape={list(shape)!r}: {elements} elements, over the limit of {max_elements} "
+                            f"(raise the limit with --max-elements)")
+    return tuple(int(n) for n in shape)
+
+
+def _checked_eps(name: str, eps: object, record: Variant, shape: tuple[int, ...]) -> float | None:
+    if eps is None:  # the machine epsilon of the compute dtype, where the signature defaults to it
+        allowing = variants.matching(lambda v: v.default("eps") is None)
+        require(record.default("eps") is None, name, eps,
+                f"a finite number >= 0 (None only for {', '.join(allowing)}, whose eps defaults to it)")
+        return None
+    return check_eps(eps, name=name)
+
+
+def _checked_bool(name: str, value: object, record: Variant, shape: tuple[int, ...]) -> bool:
+    require(isinstance(value, bool), name, value, "true or false")
+    return value
+
+
+def _one_of(allowed: tuple[str, ...]) -> Callable[[str, object, Variant, tuple[int, ...]], str]:
+    def checked(name: str, value: object, record: Variant, shape: tuple[int, ...]) -> str:
+        require(isinstance(value, str) and value in allowed, name, value, f"one of {', '.join(allowed)}")
+        return value  # type: ignore[return-value]
+    return checked
+
+
+def _checked_normalized_ndim(name: str, value: object, record: Variant, shape: tuple[int, ...]) -> int:
+    require(_is_int(value) and 1 <= value <= len(shape), name, value,
+            f"an int from 1 to the rank of shape={shape}")
+    return int(value)  # type: ignore[arg-type]
+
+
+def _checked_num_groups(name: str, value: object, record: Variant, shape: tuple[int, ...]) -> int:
+    require(_is_int(value) and value > 0, name, value, "a positive int")  # the layout checks it divides C
+    return int(value)  # type: ignore[arg-type]
+
+
+def _checked_seed(name: str, value: object, record: Variant, shape: tuple[int, ...]) -> int:
+    require(_is_int(value) and value >= 0, name, value, "an int >= 0 (NumPy's generators take no negative seed)")
+    return int(value)  # type: ignore[arg-type]
+
+
+def _checked_scale(name: str, value: object, record: Variant, shape: tuple[int, ...]) -> float:
+    require(_is_real(value) and math.isfinite(value) and value > 0, name, value, "a finite number > 0")
+    return float(value)  # type: ignore[arg-type]
+
+
+# How each field other than the variant and the shape is validated: (name, value, record, shape) -> value.
+_FIELD_CHECKS: dict[str, Callable[[str, object, Variant, tuple[int, ...]], Any]] = {
+    "dtype": lambda name, value, record, shape: dtypes.check(value, argument=name),
+    "eps": _checked_eps,
+    "affine": _checked_bool,
+    "normalized_ndim": _checked_normalized_ndim,
+    "num_groups": _checked_num_groups,
+    "training": _checked_bool,
+    "running": _checked_bool,
+    "momentum": lambda name, value, record, shape: check_momentum(value),  # [0, 1]: NaN and inf fail
+    "memory": _one_of(MEMORY_LAYOUTS),
+    "values": _one_of(VALUE_KINDS),
+    "seed": _checked_seed,
+    "scale": _checked_scale,
+}
 
 
 def round_to(array: np.ndarray, dtype: str) -> np.ndarray:

@@ -10,9 +10,6 @@ the truth follows them.
 """
 from __future__ import annotations
 
-import signal
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,43 +18,13 @@ import torch
 
 from normspec.verify.cases.case import Case, with_memory_layout
 from normspec.verify.implementations.conventions import TORCH, Conventions
+from normspec.verify.implementations.guard import (FATAL_ERRORS, CallTimeout, ContractViolation,
+                                                   ImplementationCrashed, ImplementationRaised, guarded)
 
 
-class ContractViolation(AssertionError):
-    """The implementation broke the calling contract: output shape, dtype or device, or it
-    modified an input in place."""
-
-
-class CallTimeout(AssertionError):
-    """The implementation did not return within the per-call time limit."""
-
-
-class ImplementationCrashed(AssertionError):
-    """The implementation killed its (worker) process: a segfault, an abort, an exit()."""
-
-
-# Failures after which the same implementation is not called again in one search.
-FATAL_ERRORS = (CallTimeout, ImplementationCrashed)
-
-
-@contextmanager
-def time_limit(seconds: float | None):
-    """Interrupt a call that runs longer than ``seconds`` (SIGALRM: Python-level hangs; a
-    hang inside native code needs --isolate, which kills the worker process)."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise CallTimeout(f"the call did not return within {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+# Re-exported: the errors of a guarded call are part of the implementation's interface.
+__all__ = ["CallTimeout", "ContractViolation", "FATAL_ERRORS", "Implementation", "ImplementationCrashed",
+           "ImplementationRaised", "ImplementationSummary", "RunResult", "describe_implementation"]
 
 
 RESULT_FIELDS = ("y", "dx", "dweight", "dbias", "running_mean", "running_var")
@@ -92,6 +59,10 @@ class Implementation:
     source: dict[str, str] = field(default_factory=dict)  # import paths, for reproduction files
     conventions: Conventions = TORCH  # declared differences from torch (the truth follows them)
 
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(self.functions)
+
     def unsupported(self, variant: str, dtype: str) -> str | None:
         """Why this implementation cannot run ``variant`` in ``dtype``, or None."""
         if variant not in self.functions:
@@ -123,30 +94,36 @@ class Implementation:
                                                                                   memory=True)
         inputs = {"x": x_in, "weight": leaves["weight"], "bias": leaves["bias"]}
         before = {k: v.detach().clone() for k, v in inputs.items() if v is not None}
-        with time_limit(self.timeout):
+        with guarded(self.timeout, case, what="the forward"):
             y = case.call(fn, x_in, leaves["weight"], leaves["bias"], running["running_mean"], running["running_var"])
         _check_output("the output", y, like=x_in)
         _check_unchanged(before, inputs)
         result = RunResult(_np(y), running_mean=_np(running["running_mean"]), running_var=_np(running["running_var"]))
         if gradients:
             grad_out = case.torch_tensor(arrays["grad_out"], device=self.device)
+            grad_before = grad_out.clone()
             if autograd:
-                result.dx, result.dweight, result.dbias = self._autograd(y, leaves, grad_out)
+                result.dx, result.dweight, result.dbias = self._autograd(case, y, leaves, grad_out)
             else:
                 result.dx, result.dweight, result.dbias = self._call_backward(case, grad_out, x_in, leaves, arrays)
+            _check_unchanged({"grad_out": grad_before}, {"grad_out": grad_out}, what="its backward")
         return result
 
-    def _autograd(self, y, leaves: dict, grad_out):
+    def _autograd(self, case: Case, y, leaves: dict, grad_out):
         inputs = [t for t in leaves.values() if t is not None]
         if not y.requires_grad:
             raise ContractViolation("the output does not require grad although x does: the implementation is "
                                     "not differentiable (pass a backward, or gradients=None for forward-only)")
-        with time_limit(self.timeout):
+        with guarded(self.timeout, case, what="the backward (autograd)"):
             grads = iter(torch.autograd.grad(y, inputs, grad_out, allow_unused=True))
         got = {k: next(grads) if t is not None else None for k, t in leaves.items()}
         for name, leaf in leaves.items():
-            if leaf is not None and got[name] is not None:
-                _check_output(f"the gradient of {name}", got[name], like=leaf)
+            if leaf is None:
+                continue
+            if got[name] is None:
+                raise ContractViolation(f"the output does not depend on {name} (autograd found no path to it), "
+                                        f"so there is no gradient of {name} to check")
+            _check_output(f"the gradient of {name}", got[name], like=leaf)
         return tuple(_np(got[k]) for k in ("x", "weight", "bias"))
 
     def _run_numpy(self, case: Case, arrays: dict, gradients: bool) -> RunResult:
@@ -156,14 +133,16 @@ class Implementation:
         running = {k: case.numpy_array(arrays[k]) for k in ("running_mean", "running_var")}
         inputs = {"x": x, **params}
         before = {k: v.copy() for k, v in inputs.items() if v is not None}
-        with time_limit(self.timeout):
+        with guarded(self.timeout, case, what="the forward"):
             y = case.call(fn, x, params["weight"], params["bias"], running["running_mean"], running["running_var"])
         _check_output("the output", y, like=x)
         _check_unchanged(before, inputs)
         result = RunResult(_np(y), running_mean=_np(running["running_mean"]), running_var=_np(running["running_var"]))
         if gradients:
             grad_out = case.numpy_array(arrays["grad_out"])
+            grad_before = grad_out.copy()
             result.dx, result.dweight, result.dbias = self._call_backward(case, grad_out, x, params, arrays)
+            _check_unchanged({"grad_out": grad_before}, {"grad_out": grad_out}, what="its backward")
         return result
 
     def _call_backward(self, case: Case, grad_out, x, params: dict, arrays: dict):
@@ -172,15 +151,38 @@ class Implementation:
         backward = self.backwards[case.variant]
         detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in params.items()}
         x = x.detach() if isinstance(x, torch.Tensor) else x
-        with time_limit(self.timeout):
+        with guarded(self.timeout, case, what="the backward"):
             grads = case.call(lambda *a: backward(grad_out, *a), x, detached["weight"], detached["bias"],
                               lib(arrays["running_mean"]), lib(arrays["running_var"]))
         if not isinstance(grads, (tuple, list)) or len(grads) != 3:
             raise ContractViolation(f"the backward returned {type(grads).__name__}, expected (dx, dweight, dbias)")
         for name, grad, like in zip(("x", "weight", "bias"), grads, (x, detached["weight"], detached["bias"])):
-            if like is not None and grad is not None:
-                _check_output(f"the gradient of {name}", grad, like=like)
+            if like is None:
+                continue
+            if grad is None:
+                raise ContractViolation(f"the backward returned None for d{name}, but {name} was passed: its "
+                                        f"gradient is required")
+            _check_output(f"the gradient of {name}", grad, like=like)
         return tuple(_np(g) for g in grads)
+
+
+@dataclass(frozen=True)
+class ImplementationSummary:
+    """What a report needs of an implementation, as plain data (no functions): a supervised run
+    receives it from its runner process, which alone imports the implementation."""
+
+    name: str
+    array: str
+    gradients: str | None
+    device: str
+    source: dict
+    conventions: Conventions
+    variants: tuple[str, ...]
+
+
+def describe_implementation(impl: Implementation) -> ImplementationSummary:
+    return ImplementationSummary(impl.name, impl.array, impl.gradients, impl.device, dict(impl.source),
+                                 impl.conventions, tuple(impl.functions))
 
 
 def _describe(value: Any) -> tuple[str, tuple, str]:
@@ -201,7 +203,7 @@ def _check_output(what: str, value: Any, *, like: Any) -> None:
             raise ContractViolation(f"{what} has {field_name} {g}, expected {w} (the input's)")
 
 
-def _check_unchanged(before: dict, after: dict) -> None:
+def _check_unchanged(before: dict, after: dict, *, what: str = "the implementation") -> None:
     for name, original in before.items():
         now = after[name].detach() if isinstance(after[name], torch.Tensor) else after[name]
         if isinstance(now, torch.Tensor):
@@ -209,7 +211,7 @@ def _check_unchanged(before: dict, after: dict) -> None:
         else:
             same = np.array_equal(now, original, equal_nan=True)
         if not same:
-            raise ContractViolation(f"the implementation modified its input {name} in place")
+            raise ContractViolation(f"{what} modified its input {name} in place")
 
 
 def _memory_view(case: Case, leaf: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from typing import Any
 
 from normspec.verify.cases.case import Case
 from normspec.verify.implementations.base import CallTimeout, Implementation, ImplementationCrashed, RunResult
+from normspec.verify.implementations.guard import describe_error
 
 DEFAULT_TIMEOUT = 120.0
 
@@ -30,7 +31,7 @@ def _serve(connection, implementation: Implementation) -> None:
             result = implementation.run(Case.from_json(case_json), arrays, gradients=gradients)
             connection.send(("ok", result))
         except Exception as error:  # noqa: BLE001 - any error is the implementation's, reported
-            connection.send(("error", (type(error).__name__, str(error))))
+            connection.send(("error", (type(error).__name__, describe_error(error))))
 
 
 class Isolated:
@@ -64,7 +65,8 @@ class Isolated:
             self._start()
         self._connection.send((case.to_json(), arrays, gradients))
         limit = self.inner.timeout or DEFAULT_TIMEOUT
-        if not self._connection.poll(limit):
+        # the worker's own alarm fires at the limit; the grace lets it answer before it is killed
+        if not self._connection.poll(limit * 1.5 + 1):
             self._stop()
             raise CallTimeout(f"the call did not return within {limit:g} s (worker process killed)")
         try:
@@ -73,11 +75,14 @@ class Isolated:
             self._process.join(10)  # the pipe closes before the process is reaped
             code = self._process.exitcode
             self._stop()
-            raise ImplementationCrashed(f"the implementation killed its process ({_describe_exit(code)}) "
+            raise ImplementationCrashed(f"the implementation killed its process ({describe_exit(code)}) "
                                         f"on {case.short()}") from None
         if status == "error":
             name, message = payload
-            raise AssertionError(f"{name}: {message}")
+            if name == CallTimeout.__name__:  # fatal: the search stops calling it
+                self._stop()
+                raise CallTimeout(message)
+            raise AssertionError(message)
         return payload
 
     def __del__(self):
@@ -95,7 +100,7 @@ def write_pending(folder: Path, case: Case) -> Path:
     return path
 
 
-def _describe_exit(code: int | None) -> str:
+def describe_exit(code: int | None) -> str:
     if code is None:
         return "no exit code"
     if code < 0:

@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Callable
 
 from normspec.derive.errors import NormSpecError, require
+from normspec.verify.implementations.guard import describe_error, interrupted_by_user
 
 
 def load_module(path: str, *, argument: str = "--impl") -> ModuleType:
@@ -16,11 +17,21 @@ def load_module(path: str, *, argument: str = "--impl") -> ModuleType:
     implementation)."""
     require(bool(path) and ":" not in path and all(part.isidentifier() for part in path.split(".")), argument,
             path, "'package.module' (a module of functions named after variants) or 'package.module:function'")
+    return _imported(path, path, argument)
+
+
+def _imported(module_name: str, path: str, argument: str) -> ModuleType:
+    """The module, imported; whatever importing raises (an ImportError, an exception or exit()
+    at import time) is an input error naming the argument."""
     _current_folder_importable()
     try:
-        return importlib.import_module(path)
+        return importlib.import_module(module_name)
     except ImportError as error:
-        raise NormSpecError(f"{argument}={path!r}: cannot import {path!r} ({error})") from None
+        raise NormSpecError(f"{argument}={path!r}: cannot import {module_name!r} ({describe_error(error)})") from None
+    except BaseException as error:  # noqa: BLE001 - the module's own code failed while importing
+        if isinstance(error, KeyboardInterrupt) and interrupted_by_user():
+            raise
+        raise NormSpecError(f"{argument}={path!r}: importing {module_name!r} raised {describe_error(error)}") from None
 
 
 def _current_folder_importable() -> None:
@@ -33,11 +44,7 @@ def load(path: str, *, argument: str = "--impl") -> Callable:
     module_name, sep, attribute = path.partition(":")
     if not sep or not module_name or not attribute:
         raise NormSpecError(f"{argument}={path!r}: expected 'package.module:function'")
-    _current_folder_importable()
-    try:
-        target = importlib.import_module(module_name)
-    except ImportError as error:
-        raise NormSpecError(f"{argument}={path!r}: cannot import {module_name!r} ({error})") from None
+    target = _imported(module_name, path, argument)
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise NormSpecError(f"{argument}={path!r}: module {module_name!r} has no attribute {attribute!r}")

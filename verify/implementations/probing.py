@@ -6,8 +6,7 @@ process when isolated (a probe may crash).
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+import multiprocessing
 from types import ModuleType
 from typing import Callable, Iterable, Mapping
 
@@ -18,7 +17,8 @@ from normspec.derive import variants
 from normspec.derive.dtypes import DTYPES
 from normspec.derive.errors import NormSpecError, require
 from normspec.verify.cases.case import Case
-from normspec.verify.implementations.base import CallTimeout, Implementation, time_limit
+from normspec.verify.implementations.base import Implementation
+from normspec.verify.implementations.guard import FATAL_ERRORS, ImplementationRaised, describe_error, guarded
 from normspec.verify.implementations.conventions import Conventions
 from normspec.verify.implementations.conventions import parse as parse_conventions
 from normspec.verify.implementations.loading import load, load_module
@@ -99,27 +99,53 @@ def probe(impl: Callable, variant: str, array: str | None, *, timeout: float | N
           isolate: bool = False, dtype: str = "float64") -> tuple[str, bool]:
     """(array kind, differentiable) of ``impl``. A probe whose calls fail raises
     :class:`ProbeFailed` saying what each call did (pass ``array`` to skip it); one that
-    crashes or hangs its worker (``isolate``) decides ``array`` or 'torch', not
-    differentiable, and the checks then report what goes wrong. The probe calls are in ``dtype``."""
+    hangs, crashes its worker (``isolate``) or ends its process another way decides
+    ``array`` or 'torch', not differentiable, and the checks then report what goes wrong.
+    The probe calls are in ``dtype``; with ``isolate`` they run in a worker process that is
+    killed after 3 x ``timeout`` (60 s when None)."""
     if isolate:
-        with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-            future = pool.submit(_probe_here, impl, variant, array, timeout, dtype)
-            try:
-                return future.result(timeout=(timeout or 60) * 3)
-            except ProbeFailed:
-                raise
-            except Exception:  # noqa: BLE001 - the worker died or hung: decided by the checks
-                return array or "torch", False
+        return _probe_in_worker(impl, variant, array, timeout, dtype)
     return _probe_here(impl, variant, array, timeout, dtype)
+
+
+def _probe_in_worker(impl: Callable, variant: str, array: str | None, timeout: float | None,
+                     dtype: str) -> tuple[str, bool]:
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(target=_probe_and_send, args=(sender, impl, variant, array, timeout, dtype),
+                             daemon=True)
+    worker.start()
+    sender.close()
+    try:
+        if receiver.poll((timeout or 60) * 3):
+            status, payload = receiver.recv()
+            if status == "probe failed":
+                raise ProbeFailed(payload)
+            if status == "ok":
+                return payload
+    except EOFError:  # the worker died before answering
+        pass
+    finally:
+        worker.kill()
+        worker.join(5)
+        receiver.close()
+    return array or "torch", False
+
+
+def _probe_and_send(connection, impl: Callable, variant: str, array: str | None, timeout: float | None,
+                    dtype: str) -> None:
+    try:
+        connection.send(("ok", _probe_here(impl, variant, array, timeout, dtype)))
+    except ProbeFailed as error:
+        connection.send(("probe failed", str(error)))
 
 
 def _probe_here(impl: Callable, variant: str, array: str | None, timeout: float | None,
                 dtype: str = "float64") -> tuple[str, bool]:
     try:
-        with time_limit(timeout):
-            array = array or detect_array(impl, variant, dtype)
-            return array, array == "torch" and is_differentiable(impl, variant, dtype)
-    except CallTimeout:
+        array = array or detect_array(impl, variant, dtype, timeout)
+        return array, array == "torch" and is_differentiable(impl, variant, dtype, timeout)
+    except (*FATAL_ERRORS, ImplementationRaised):  # hung or ended the process: the checks will say
         return array or "torch", False
 
 
@@ -133,27 +159,29 @@ def _probe_dtype(conventions: Conventions) -> str:
     return next((d for d in DTYPES if not conventions.unsupported(d)), DTYPES[0])
 
 
-def _outcome(call: Callable[[], object]) -> tuple[object, str]:
-    """(the result or None, what happened in words)."""
+def _outcome(call: Callable[[], object], case: Case, timeout: float | None) -> tuple[object, str]:
+    """(the result or None, what happened in words); a hang or an exit propagates."""
     try:
-        out = call()
-    except CallTimeout:
+        with guarded(timeout, case, what="the probe call", report_changes=False):
+            out = call()
+    except (*FATAL_ERRORS, ImplementationRaised):
         raise
     except Exception as error:  # noqa: BLE001 - the probe reports what the call raised
-        return None, f"raised {type(error).__name__}: {error}"
+        return None, f"raised {describe_error(error)}"
     return out, f"returned a {type(out).__name__}"
 
 
-def detect_array(impl: Callable, variant: str, dtype: str = "float64") -> str:
+def detect_array(impl: Callable, variant: str, dtype: str = "float64", timeout: float | None = None) -> str:
     """'torch' if ``impl`` returns a tensor for tensor inputs, 'numpy' if it returns an array
     for NumPy inputs; otherwise :class:`ProbeFailed` naming what both calls did."""
     case = _probe_case(variant, dtype)
     arrays = case.arrays()
     tensors = [case.torch_tensor(arrays[k]) for k in ("x", "weight", "bias")]
-    out, with_torch = _outcome(lambda: case.call(impl, *tensors))
+    out, with_torch = _outcome(lambda: case.call(impl, *tensors), case, timeout)
     if isinstance(out, torch.Tensor):
         return "torch"
-    out, with_numpy = _outcome(lambda: case.call(impl, *(case.numpy_array(arrays[k]) for k in ("x", "weight", "bias"))))
+    out, with_numpy = _outcome(lambda: case.call(impl, *(case.numpy_array(arrays[k]) for k in ("x", "weight", "bias"))),
+                               case, timeout)
     if isinstance(out, np.ndarray):
         return "numpy"
     raise ProbeFailed(f"impl={getattr(impl, '__qualname__', impl)!r}: expected a function of torch tensors or of "
@@ -162,8 +190,8 @@ def detect_array(impl: Callable, variant: str, dtype: str = "float64") -> str:
                       f"probe and let the checks report each call")
 
 
-def is_differentiable(impl: Callable, variant: str, dtype: str = "float64") -> bool:
+def is_differentiable(impl: Callable, variant: str, dtype: str = "float64", timeout: float | None = None) -> bool:
     case = _probe_case(variant, dtype)
     x = case.torch_tensor(case.arrays()["x"]).requires_grad_()
-    out, _ = _outcome(lambda: case.call(impl, x))
+    out, _ = _outcome(lambda: case.call(impl, x), case, timeout)
     return isinstance(out, torch.Tensor) and out.requires_grad

@@ -12,30 +12,32 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from normspec.verify.implementations.conventions import TORCH, Conventions
+from normspec.verify.reporting.outputs import file_stem
 from normspec.verify.reporting.repro import write_case
+from normspec.verify.reporting.terminal import marked
 from normspec.verify.running.battery import (EXPECTED, FAILED, PASSED, RANGE_LIMIT, SKIPPED, BatteryReport,
                                              CheckReport)
 from normspec.derive.dtypes import DTYPES
 
-_MARK = {PASSED: "[green]pass[/green]", FAILED: "[red]FAIL[/red]", EXPECTED: "[yellow]xfail[/yellow]",
-         RANGE_LIMIT: "[magenta]range[/magenta]",
-         SKIPPED: "[dim]skip[/dim]"}
+_MARK = {PASSED: ("pass", "green"), FAILED: ("FAIL", "red"), EXPECTED: ("xfail", "yellow"),
+         RANGE_LIMIT: ("range", "magenta"), SKIPPED: ("skip", "dim")}
 
 
-def _cell(report: CheckReport | None) -> str:
+def _cell(report: CheckReport | None) -> Text:
     if report is None:
-        return ""
+        return Text("")
     if report.status == SKIPPED:
-        return _MARK[SKIPPED]
+        return marked(_MARK[SKIPPED])
     ratio = f" {report.worst.worst_ratio:.2g}" if report.worst and report.worst.worst_ratio < float("inf") else ""
-    return f"{_MARK[report.status]}{ratio} ({report.examples})"
+    return marked(_MARK[report.status], f"{ratio} ({report.examples})")
 
 
 def table(battery: BatteryReport) -> Table:
     dtypes = [d for d in DTYPES if any(r.dtype == d for r in battery.reports)]
-    out = Table(title=f"{battery.implementation}: status, worst error/tolerance, (examples)")
+    out = Table(title=Text(f"{battery.implementation}: status, worst error/tolerance, (examples)"))
     out.add_column("variant")
     out.add_column("check")
     for dtype in dtypes:
@@ -46,7 +48,7 @@ def table(battery: BatteryReport) -> Table:
     for (variant, check), by_dtype in cells.items():
         if all(r.status == SKIPPED and r.reason.startswith("does not apply") for r in by_dtype.values()):
             continue
-        out.add_row(variant, check, *(_cell(by_dtype.get(d)) for d in dtypes))
+        out.add_row(Text(variant), Text(check), *(_cell(by_dtype.get(d)) for d in dtypes))
     return out
 
 
@@ -54,22 +56,35 @@ def details(battery: BatteryReport, console: Console, *, expected_failures: Iter
     """Failures (bugs) with their minimal case and reproduction; range limits; expected failures
     (known deviations, listed ones) and the listed or known ones that no longer fail; skips."""
     for r in battery.by_status(FAILED):
-        console.print(f"[red]FAILED[/red] {battery.implementation} {r.id}: {r.reason}")
+        console.print(marked(("FAILED", "red"), f" {battery.implementation} {r.id}: {r.reason}"))
         if r.case is not None:
             console.print(f"  minimal case: {r.case.short()}")
-            console.print(f"  reproduce:    {f'normspec repro {r.repro_path}' if r.repro_path else r.reproduction()}")
+            console.print(f"  reproduce:    {replay_line(r, battery.implementation)}")
     for r in battery.by_status(RANGE_LIMIT):
-        console.print(f"[magenta]range limit[/magenta] {battery.implementation} {r.id}: {r.reason}")
+        console.print(marked(("range limit", "magenta"), f" {battery.implementation} {r.id}: {r.reason}"))
     for r in battery.by_status(EXPECTED):
-        console.print(f"[yellow]expected failure[/yellow] {battery.implementation} {r.id}: {r.reason}")
+        console.print(marked(("expected failure", "yellow"), f" {battery.implementation} {r.id}: {r.reason}"))
     stale = battery.stale_expectations(expected_failures)
     if stale:
-        console.print(f"[yellow]warning[/yellow]: {len(stale)} known deviations or listed expected failures of {battery.implementation} "
-                      f"ran and passed this run (the case that trips them was not drawn, or the entry is "
-                      f"stale): {', '.join(stale)}")
+        console.print(marked(("warning", "yellow"), f": {len(stale)} known deviations or listed expected failures "
+                             f"of {battery.implementation} ran and passed this run (the case that trips them was "
+                             f"not drawn, or the entry is stale): {', '.join(stale)}"))
     reasons = sorted({r.reason for r in battery.by_status(SKIPPED) if not r.reason.startswith("does not apply")})
     for reason in reasons:
-        console.print(f"[dim]skipped: {reason}[/dim]")
+        console.print(marked((f"skipped: {reason}", "dim")))
+    for note in battery.notes:
+        console.print(marked(("note", "yellow"), f": {note}"))
+    if battery.interrupted:
+        console.print(marked(("interrupted", "red"), f": the run was interrupted after {len(battery.reports)} "
+                             f"checks; the checks after them did not run"))
+
+
+def replay_line(r: CheckReport, implementation: str) -> str:
+    """The command that replays ``r``: its reproduction file (naming the implementation, which the
+    file only records) or its one-line reproduction."""
+    if r.repro_path:
+        return f"normspec repro {r.repro_path} --impl {implementation}"
+    return r.reproduction()
 
 
 def ulp_line(battery: BatteryReport) -> str | None:
@@ -96,13 +111,14 @@ class Report:
     counterexample and reproduction file; JSON for machines, Markdown for a PR comment."""
 
     def __init__(self, battery: BatteryReport, implementation, *, unknown_expected: list[str] | None = None,
-                 strict: bool = False, expected_failures: Iterable[str] = ()):
+                 strict: bool = False, expected_failures: Iterable[str] = (), execution: str = "this process"):
         self.battery, self.implementation = battery, implementation
         self.strict, self.expected_failures = strict, tuple(expected_failures)
         self.variant = ", ".join(dict.fromkeys(r.variant for r in battery.reports)) or "-"
         self.gradients, self.device = implementation.gradients, implementation.device
         self.unknown_expected = unknown_expected or []
         self.conventions = getattr(implementation, "conventions", TORCH)  # declared: the truth followed them
+        self.execution = execution  # where the implementation's calls ran
 
     @property
     def checks(self) -> list[CheckReport]:
@@ -122,7 +138,8 @@ class Report:
     def to_dict(self) -> dict:
         return {
             "implementation": self.battery.implementation, "variant": self.variant, "device": self.device,
-            "mode": self.mode, "ok": self.ok, "strict": self.strict, "seconds": round(self.battery.seconds, 3),
+            "mode": self.mode, "execution": self.execution, "interrupted": self.battery.interrupted,
+            "notes": list(self.battery.notes), "ok": self.ok, "strict": self.strict, "seconds": round(self.battery.seconds, 3),
             "counts": {status: len(self.battery.by_status(status))
                        for status in (PASSED, FAILED, RANGE_LIMIT, EXPECTED, SKIPPED)},
             "unknown_expected_failures": self.unknown_expected,
@@ -146,17 +163,21 @@ class Report:
             status = r.status if r.status != SKIPPED else f"skipped ({r.reason})"
             lines.append(f"| {r.check} | {r.dtype} | {status} | {ratio} | {r.examples} |")
         for r in self.battery.failed:
-            reproduce = f"normspec repro {r.repro_path}" if r.repro_path else reproduction(r, self.conventions)
+            reproduce = (replay_line(r, self.battery.implementation) if r.repro_path
+                         else reproduction(r, self.conventions))
             lines += ["", f"**{r.id}** failed: {r.reason}", "", f"- minimal case: `{r.case.short() if r.case else '-'}`",
                       f"- reproduce: `{reproduce}`"]
         return "\n".join(lines) + "\n"
 
     def write_artifacts(self, folder: Path) -> None:
-        """One reproduction file per failing check (``normspec repro FILE`` replays it)."""
+        """One reproduction file per failing check, named by implementation, variant, dtype and
+        check (two implementations can share a folder); ``normspec repro FILE --impl ...`` replays it."""
         folder.mkdir(parents=True, exist_ok=True)
+        stem = file_stem(self.battery.implementation)
         for r in self.battery.failed:
             if r.case is not None:
-                r.repro_path = str(write_case(folder / f"{r.id.replace('::', '-')}.npz", r, self.implementation))
+                path = folder / f"{stem}-{r.id.replace('::', '-')}.npz"
+                r.repro_path = str(write_case(path, r, self.implementation))
 
     def print(self, console: Console) -> None:
         console.print(table(self.battery))
@@ -164,16 +185,22 @@ class Report:
         if ulp_line(self.battery):
             console.print(ulp_line(self.battery))
         console.print(f"mode: {self.mode}")
+        console.print(f"calls ran in: {self.execution}")
         console.print(f"conventions: {self.conventions.describe()}")
         for entry in self.unknown_expected:
-            console.print(f"[yellow]warning[/yellow]: expected failure {entry!r} matches no check")
+            console.print(marked(("warning", "yellow"), f": expected failure {entry!r} matches no check"))
         console.print(summary_line(self.battery))
 
 
 def reproduction(r: CheckReport, conventions: Conventions = TORCH) -> str:
     """``r``'s one-line reproduction; a command line also declares the implementation's conventions."""
     line = r.reproduction()
-    return line + conventions.command_line() if line.startswith("normspec verify") else line
+    if line.startswith("normspec verify"):
+        return line + conventions.command_line()
+    declared = conventions.declared()
+    if line and declared:  # the Python call: the same declaration as a keyword
+        return line[:-1] + f", conventions={declared!r})"
+    return line
 
 
 def _check_dict(r: CheckReport, conventions: Conventions = TORCH) -> dict:

@@ -30,6 +30,7 @@ from normspec.derive.dtypes import DTYPES
 from normspec.verify.cases.case import Case
 from normspec.verify.checks import CHECKS, Check, effective_case
 from normspec.verify.implementations.base import FATAL_ERRORS, Implementation, RunResult
+from normspec.verify.implementations.guard import ImplementationRaised, describe_error, user_interrupts
 from normspec.verify.implementations.builtin import BUILTIN
 from normspec.verify.running.profiles import current_settings, import_independent_draws
 from normspec.verify.running.expected_failures import ExpectedFailure
@@ -53,14 +54,9 @@ class CheckReport:
     seconds: float = 0.0
     max_ulp: float = 0.0  # over every comparison of every example
     repro_path: str | None = None  # the reproduction file written for a failure, if any
-    drawn: Any = field(default_factory=hashlib.sha256, repr=False)  # every case tried, in order
+    examples_digest: str = ""  # a digest of the cases tried, in order: equal digests, the same examples ran
     nondeterministic: bool = False  # the implementation disagreed with itself on the minimal case
     importable: bool = False  # the implementation was loaded by import path (the CLI can replay it)
-
-    @property
-    def examples_digest(self) -> str:
-        """A digest of the cases tried, in order: equal digests mean the same examples ran."""
-        return self.drawn.hexdigest()[:16]
 
     @property
     def id(self) -> str:
@@ -69,15 +65,16 @@ class CheckReport:
 
     def reproduction(self) -> str:
         """One line that replays the minimal case: a shell command for the built-in
-        implementations, a Python call for one passed in as an object."""
+        implementations and import paths, a Python call (``normspec.replay_case``, with the
+        implementation's name, which is the function's in the caller's namespace) for one
+        passed in as an object."""
         if self.case is None:
             return ""
         if self.implementation in BUILTIN or self.importable:
             variant = "" if self.implementation in BUILTIN else f" --variant {self.variant}"
             return (f"normspec verify --impl {self.implementation}{variant} --check {self.check} "
                     f"--case '{self.case.to_json()}'")
-        return (f"normspec.verify.running.battery.check_case(impl, {self.check!r}, "
-                f"normspec.verify.cases.case.Case.from_json('{self.case.to_json()}'))")
+        return f"normspec.replay_case({self.implementation}, {self.check!r}, '{self.case.to_json()}')"
 
 
 class CheckFailed(AssertionError):
@@ -96,7 +93,7 @@ def self_disagreement(impl: Implementation, case: Case) -> int:
         except FATAL_ERRORS:
             raise
         except Exception as error:  # noqa: BLE001 - compared like a result
-            return f"{type(error).__name__}: {error}"
+            return describe_error(error)
 
     try:
         first = call()
@@ -151,6 +148,7 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
         return report
     start = time.perf_counter()
     state: dict = {}
+    drawn = hashlib.sha256()  # every case tried, in order
 
     def failure(case: Case, message: str, ratio: float, worst: Comparison | None = None) -> None:
         tolerated = _tolerated(impl, report.id, case, ratio, expected_failures)
@@ -166,16 +164,15 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
         if state.get("fatal"):  # a hang or a crash: shrinking would repeat it for every example
             raise CheckFailed(state["message"])
         report.examples += 1
-        report.drawn.update(case.to_json().encode())
+        drawn.update(case.to_json().encode())
         effective_case.set(None)
         try:
             comparisons = check.run(impl, case)
         except FATAL_ERRORS as error:
-            state.update(case=effective_case.get() or case, message=f"raised {type(error).__name__}: {error}",
-                         fatal=True)
+            state.update(case=effective_case.get() or case, message=_raised(error), fatal=True)
             raise CheckFailed(state["message"]) from error
         except Exception as error:  # the implementation (or the case) raised: a failure, reported
-            failure(effective_case.get() or case, f"raised {type(error).__name__}: {error}", math.inf)
+            failure(effective_case.get() or case, _raised(error), math.inf)
             return
         for comparison in comparisons:
             report.max_ulp = max(report.max_ulp, comparison.max_ulp)
@@ -213,7 +210,15 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     if report.status == RANGE_LIMIT:
         _onset(impl, check, report)
     report.seconds = time.perf_counter() - start
+    report.examples_digest = drawn.hexdigest()[:16]
     return report
+
+
+def _raised(error: Exception) -> str:
+    """A failure's message for what a call raised (the guard's own errors already say it)."""
+    if isinstance(error, ImplementationRaised):
+        return str(error)
+    return f"raised {describe_error(error)}"
 
 
 def _onset(impl: Implementation, check: Check, report: CheckReport) -> None:
@@ -250,6 +255,8 @@ class BatteryReport:
     implementation: str
     reports: list[CheckReport] = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: bool = False  # the user interrupted the run: the checks after the last report did not run
+    notes: list[str] = field(default_factory=list)  # how the run went (a worker restarted, ...), printed
 
     @property
     def failed(self) -> list[CheckReport]:
@@ -264,22 +271,31 @@ class BatteryReport:
         return sorted(r.id for r in self.reports if r.id in listed and r.status == PASSED)
 
 
+def plan(variants: Iterable[str] = VARIANT_NAMES, dtypes: Iterable[str] = DTYPES,
+         checks: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
+    """The (variant, dtype, check) searches of a battery, in the order they run."""
+    return [(variant, dtype, check) for variant in variants for dtype in dtypes for check in (checks or CHECKS)]
+
+
 def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANT_NAMES, dtypes: Iterable[str] = DTYPES,
                 checks: Iterable[str] | None = None, hypothesis_settings: settings | None = None,
                 progress: Callable[[CheckReport], None] | None = None,
                 expected_failures: Mapping[str, ExpectedFailure] | Iterable[str] = (),
                 seed: int | None = None) -> BatteryReport:
+    """Every search of :func:`plan`, in this process. An interrupt by the user (Ctrl-C) ends the
+    run early with the reports so far (``interrupted``)."""
     start = time.perf_counter()
     battery = BatteryReport(impl.name)
-    selected = [CHECKS[name] for name in (checks or CHECKS)]
-    for variant in variants:
-        for dtype in dtypes:
-            for check in selected:
-                report = run_check(impl, check, variant, dtype, hypothesis_settings=hypothesis_settings,
+    try:
+        with user_interrupts():
+            for variant, dtype, check in plan(variants, dtypes, checks):
+                report = run_check(impl, CHECKS[check], variant, dtype, hypothesis_settings=hypothesis_settings,
                                    expected_failures=expected_failures, seed=seed)
                 battery.reports.append(report)
                 if progress:
                     progress(report)
+    except KeyboardInterrupt:
+        battery.interrupted = True
     battery.seconds = time.perf_counter() - start
     return battery
 

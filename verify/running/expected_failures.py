@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from normspec.derive.errors import NormSpecError, require
 
@@ -72,10 +72,25 @@ def parse(source: Iterable[str] | str | Path | None, *,
     """Entries by check id, from an iterable of entries or a file with one per line and '#' comments."""
     if source is None:
         return {}
+    if isinstance(source, Mapping):  # already parsed (the CLI parses with its option's name)
+        return dict(source)
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        require(path.is_file(), argument, str(source), "a file with one check id per line")
-        source = path.read_text().splitlines()
+        source = _lines(Path(source), argument=argument)
     lines = (line.split("#", 1)[0].strip() for line in source)
     entries = [entry(line, argument=argument) for line in lines if line]
     return {e.check_id: e for e in entries}
+
+
+def _lines(path: Path, *, argument: str) -> list[str]:
+    """The lines of a text file of entries; a binary or unreadable one is the argument's fault."""
+    expected = "a UTF-8 text file with one check id per line"
+    require(path.is_file(), argument, str(path), expected)
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM is no part of the first entry
+    except UnicodeDecodeError as error:
+        raise NormSpecError(f"{argument}={str(path)!r}: expected {expected}, got bytes that are not UTF-8 "
+                            f"(byte {error.start})") from None
+    except OSError as error:
+        raise NormSpecError(f"{argument}={str(path)!r}: cannot be read ({error.strerror or error})") from None
+    require("\0" not in text, argument, str(path), f"{expected}, not a binary file (it holds NUL bytes)")
+    return text.splitlines()
