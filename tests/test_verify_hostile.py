@@ -104,6 +104,8 @@ def test_markup_in_messages_and_names_is_printed_as_written(capsys, tmp_path):
     assert written_report(tmp_path / "r.json")["ok"] is False
     status, out = verify(capsys, HOSTILE + "ok")
     assert status == 0 and "hostile:ok: 1 passed" in out  # not an emoji
+    status, out = verify(capsys, HOSTILE + "undecodable_message", "--array", "torch")
+    assert status == 1 and "bad \\udc80 byte" in out
 
 
 # --- what the implementation changes in the process --------------------------------------------

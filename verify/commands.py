@@ -76,9 +76,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             if outputs["artifacts"]:
                 report.write_artifacts(outputs["artifacts"])
             reports.append(report)
+    written = _write_reports(reports, outputs)  # first: the files do not depend on the terminal
     for report in reports:
         report.print(console)
-    _write_reports(reports, outputs)
+    for line in written:
+        console.print(line)
     if any(r.battery.interrupted for r in reports):
         return INTERRUPTED
     return 0 if all(r.ok for r in reports) else 1
@@ -110,15 +112,18 @@ def _progress(label: str):
         yield lambda report: progress.update(task, advance=1, description=escape(f"{label} {report.id}"))
 
 
-def _write_reports(reports, outputs: dict) -> None:
+def _write_reports(reports, outputs: dict) -> list[str]:
+    """Write the --json and --markdown reports; the lines that say where."""
+    written = []
     if outputs["json"]:
         payload = [r.to_dict() for r in reports]
         outputs["json"].write_text(json.dumps(payload if len(payload) > 1 else payload[0], indent=2,
                                               default=str) + "\n")
-        console.print(f"JSON report: {outputs['json']}")
+        written.append(f"JSON report: {outputs['json']}")
     if outputs["markdown"]:
         outputs["markdown"].write_text("\n".join(r.to_markdown() for r in reports))
-        console.print(f"Markdown report: {outputs['markdown']}")
+        written.append(f"Markdown report: {outputs['markdown']}")
+    return written
 
 
 def _user_implementation(args: argparse.Namespace):

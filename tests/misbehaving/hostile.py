@@ -162,3 +162,7 @@ def backward_mutating_grad_out(grad_out, x, normalized_shape, weight=None, bias=
     grads = numpy_ref.layer_norm_backward(grad_out, x, normalized_shape, weight, bias, eps)
     grad_out *= 0
     return grads
+
+
+def undecodable_message(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    raise ValueError("bad \udc80 byte")  # a lone surrogate: not encodable to UTF-8

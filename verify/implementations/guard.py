@@ -100,6 +100,8 @@ def describe_error(error: BaseException) -> str:
         message = str(error)
     except BaseException:  # noqa: BLE001 - a hostile __str__
         message = "<its message could not be read>"
+    # lone surrogates and the like would stop the report from printing on a UTF-8 terminal
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     name = type(error).__name__
     if isinstance(error, SystemExit):
         return f"SystemExit({error.code!r})"

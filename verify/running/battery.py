@@ -32,7 +32,7 @@ from normspec.verify.checks import CHECKS, Check, effective_case
 from normspec.verify.implementations.base import FATAL_ERRORS, Implementation, RunResult
 from normspec.verify.implementations.guard import ImplementationRaised, describe_error, user_interrupts
 from normspec.verify.implementations.builtin import BUILTIN
-from normspec.verify.running.profiles import current_settings, import_independent_draws
+from normspec.verify.running.profiles import current_settings, hypothesis_files_in_cache, import_independent_draws
 from normspec.verify.running.expected_failures import ExpectedFailure
 from normspec.verify.truth.tolerance import Comparison, working_range
 
@@ -189,7 +189,8 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     for grid_case in reversed(grid.cases(variant, dtype, sweep=check.kind == "oracle", **check.case_options)):
         search = hypothesis_example(grid_case)(search)
     try:
-        with np.errstate(all="ignore"), import_independent_draws():  # NaN/inf: what comparisons report
+        # NaN and inf are what comparisons report, not NumPy warnings
+        with np.errstate(all="ignore"), import_independent_draws(), hypothesis_files_in_cache():
             search()
     except (CheckFailed, Flaky):  # Flaky: a fatal failure replayed from the record, not re-run
         report.status, report.case, report.reason = FAILED, state.get("case"), state.get("message", "")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
+from hypothesis import configuration as hypothesis_configuration
 from hypothesis.internal.conjecture.choice import choice_constraints_key, choice_permitted
 from hypothesis.internal.conjecture.providers import GLOBAL_CONSTANTS, HypothesisProvider
 
@@ -77,3 +79,21 @@ def import_independent_draws():
         yield
     finally:
         HypothesisProvider._maybe_draw_constant = previous
+
+
+def cache_folder() -> Path:
+    """normspec's cache folder: ``$XDG_CACHE_HOME/normspec`` (``~/.cache/normspec``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "normspec"
+
+
+@contextmanager
+def hypothesis_files_in_cache():
+    """Hypothesis' files (its cache of module literals, ...) go to normspec's cache folder, not to
+    ``./.hypothesis`` in the user's folder, for one search; the previous home is restored on exit."""
+    previous = hypothesis_configuration.storage_directory(intent_to_write=False).path
+    hypothesis_configuration.set_hypothesis_home_dir(cache_folder() / "hypothesis")
+    try:
+        yield
+    finally:
+        hypothesis_configuration.set_hypothesis_home_dir(previous)

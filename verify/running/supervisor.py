@@ -23,13 +23,17 @@ So every run ends with its report, whatever the implementation does.
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import multiprocessing
+import tempfile
 import os
 import signal
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from normspec.derive.errors import NormSpecError
@@ -45,6 +49,8 @@ from normspec.verify.running import battery as bat
 from normspec.verify.running.profiles import current_settings
 
 POLL_SECONDS = 0.1
+STACK_SIGNAL = signal.SIGUSR1  # asks a runner for the stacks of its threads before it is killed
+STACK_LINES = 5  # of the stuck thread's stack, in the failure's reason
 # imported once by the forkserver, so that a runner starts without importing them
 PRELOADED = ["numpy", "torch", "hypothesis", "normspec.verify.running.supervisor"]
 CASE_BYTES = 8192  # room for the JSON of the case being called
@@ -122,8 +128,11 @@ class Surroundings:
         os.environ.update(self.environment)
 
 
-def _runner(connection, spec: RunSpec, done: frozenset, deadline, case, surroundings: Surroundings) -> None:
+def _runner(connection, spec: RunSpec, done: frozenset, deadline, case, surroundings: Surroundings,
+            stack_path: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle
+    stack_file = open(stack_path, "w")  # noqa: SIM115 - open for the process's life: faulthandler writes to it
+    faulthandler.register(STACK_SIGNAL, file=stack_file, all_threads=True)  # where a stuck call is
     surroundings.enter()
     guard.install_watch(SharedWatch(deadline, case))
     try:
@@ -221,9 +230,11 @@ def _one_runner(spec: RunSpec, state: _Progress, progress: Callable | None) -> b
     deadline = context.Value(ctypes.c_double, 0.0, lock=False)
     case = context.Array(ctypes.c_char, CASE_BYTES, lock=False)
     # not a daemon: with --isolate the runner starts workers of its own; it is killed in `finally`
+    stacks = tempfile.NamedTemporaryFile(prefix="normspec-stacks-", suffix=".txt")  # removed on close
     runner = context.Process(target=_runner, args=(sender, spec, frozenset(state.reports), deadline, case,
-                                                   Surroundings.here()))
-    runner.start()
+                                                   Surroundings.here(), stacks.name))
+    with _main_module_hidden():
+        runner.start()
     sender.close()
     phase = "starting"
     try:
@@ -239,9 +250,10 @@ def _one_runner(spec: RunSpec, state: _Progress, progress: Callable | None) -> b
                 continue
             late = deadline.value and guard.monotonic() > deadline.value + grace(spec.timeout)
             if late:
+                where = _stuck_at(runner, stacks.name)
                 runner.kill()
                 runner.join(5)
-                return _runner_ended(spec, state, runner, phase, _case_of(case), killed=spec.timeout)
+                return _runner_ended(spec, state, runner, phase, _case_of(case), killed=spec.timeout, where=where)
             if not runner.is_alive() and not receiver.poll(0):
                 return _runner_ended(spec, state, runner, phase, _case_of(case), killed=None)
     finally:
@@ -249,6 +261,37 @@ def _one_runner(spec: RunSpec, state: _Progress, progress: Callable | None) -> b
             runner.kill()
         runner.join(5)
         receiver.close()
+        stacks.close()
+
+
+def _stuck_at(runner, stacks_path: str) -> str:
+    """The innermost frames of the runner's stuck thread, dumped by faulthandler on request."""
+    try:
+        os.kill(runner.pid, STACK_SIGNAL)
+        time.sleep(0.5)  # faulthandler writes from its signal handler, even while the thread is stuck
+        text = Path(stacks_path).read_text(errors="replace")
+    except OSError:
+        return ""
+    current = text.split("Current thread")[-1] if "Current thread" in text else text
+    frames = [line.strip() for line in current.splitlines() if line.strip().startswith("File ")]
+    return " <- ".join(frames[:STACK_LINES])
+
+
+@contextmanager
+def _main_module_hidden():
+    """Start a runner without re-running the caller's main script in it: multiprocessing would
+    (to find functions defined there), and a script calling normspec.check at top level, without
+    ``if __name__ == "__main__"``, would then call it again in the runner. The runner needs
+    nothing from ``__main__``: it imports the implementation by its path."""
+    main = sys.modules["__main__"]
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _receive(kind: str, payload, state: _Progress, phase: str, progress: Callable | None) -> str:
@@ -285,11 +328,13 @@ def _case_of(case) -> Case | None:
 
 
 def _runner_ended(spec: RunSpec, state: _Progress, runner, phase: str, case: Case | None, *,
-                  killed: float | None) -> bool:
+                  killed: float | None, where: str = "") -> bool:
     """Record why the runner ended; True when no new runner should start."""
     runner.join(10)  # the pipe closes before the process is reaped
     if killed is not None:
         what = f"did not return within {killed:g} s (stuck past the interrupt: its process was killed)"
+        if where:
+            what += f" [stuck in: {where}]"
     else:
         what = f"ended its process ({describe_exit(runner.exitcode)})"
     where = f" on {case.short()}" if case is not None else ""
