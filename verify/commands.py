@@ -274,8 +274,8 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
                              "supervised worker process: a hang or a crash fails one check and a new worker "
                              "carries on)")
     parser.add_argument("--in-process", action="store_true",
-                        help="run your --impl in this process (for a debugger; a hang in native code or an "
-                             "exit() then ends the run)")
+                        help="run your --impl in this process (for a debugger; a hang in native code or a "
+                             "crash then ends the run)")
     parser.add_argument("--timeout", type=positive_seconds, default=60.0,
                         help="seconds per call, positive (default 60)")
     add_max_elements_option(parser)
