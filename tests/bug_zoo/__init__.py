@@ -8,7 +8,8 @@ differentiable unless the bug is in a hand-written ``torch.autograd.Function`` b
 and is correct except for the one bug its docstring names. The modules group them by
 family: ``forward_bugs``, ``precision_bugs``, ``layout_bugs``, ``edge_case_bugs``,
 ``gradient_bugs``, ``running_stats_bugs``, ``size_bugs`` (wrong only on one branch of the kernel: a group
-size, a memory layout, affine parameters given; what the deterministic coverage grid is for).
+size, a memory layout, affine parameters given; what the deterministic coverage grid is for),
+``parameter_bugs`` (wrong only with a weight and no bias, or a bias and no weight).
 
 ``ZOO`` maps a name to a :class:`ZooEntry`: the variant, the ``module:function`` import
 path (what ``normspec verify --impl`` takes), the checks that legitimately catch the bug
@@ -183,6 +184,13 @@ ZOO: dict[str, ZooEntry] = {
     "group_norm_affine_backward": _entry(
         "group_norm", "size_bugs:group_norm_affine_backward", _SIZE_BACKWARD,
         "dx 1% off only when a weight is given (fused affine backward)", _F64),
+    # --- one combination of the affine parameters ----------------------------------------------
+    "layer_norm_bias_free_path_drops_weight": _entry(
+        "layer_norm", "parameter_bugs:layer_norm_bias_free_path_drops_weight", {"forward", "backward", "mpmath"},
+        "the bias-free path (bias=None, weight given) drops the weight", _F64),
+    "group_norm_weight_free_path_drops_bias": _entry(
+        "group_norm", "parameter_bugs:group_norm_weight_free_path_drops_bias", {"forward", "mpmath"},
+        "the weight-free path (weight=None, bias given) drops the bias", _F64),
     # --- running statistics --------------------------------------------------------------------
     "batch_norm_biased_running_var": _entry(
         "batch_norm", "running_stats_bugs:batch_norm_biased_running_var", {"running_stats"},

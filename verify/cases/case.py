@@ -26,6 +26,16 @@ from normspec.derive.layouts import Layout
 from normspec.derive.variants import ARRAY_ARGUMENTS, Variant
 
 TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}
+# (weight, bias) passed when a case is affine: both, the weight only, the bias only (the bias only
+# where the variant takes one); strategies shrink toward the first
+PARAMETER_CHOICES = ((True, True), (True, False), (False, True))
+
+
+def parameter_choices(record: Variant) -> tuple[tuple[bool, bool], ...]:
+    """The (weight, bias) choices of an affine case of ``record``'s variant."""
+    return PARAMETER_CHOICES if record.has_bias else PARAMETER_CHOICES[:1]
+
+
 MEMORY_LAYOUTS = ("contiguous", "noncontiguous", "channels_last")
 VALUE_KINDS = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma_mixed", "exact")
 ARRAY_NAMES = (*ARRAY_ARGUMENTS, "grad_out")  # the arrays of Case.arrays(): the call's and the output gradient
@@ -62,7 +72,9 @@ class Case:
     record (``normalized_ndim``, ``num_groups``, ``training``: False normalizes with the
     running statistics); ``running`` and ``momentum`` apply to variants with running
     statistics; ``eps=None`` (where the signature allows it) is the machine epsilon of the
-    compute dtype."""
+    compute dtype. ``affine=False`` passes no affine parameter; with ``affine``, ``weight`` and
+    ``bias`` say which are passed (weight only, bias only or both: ``nn.LayerNorm(bias=False)``
+    and kernels' bias-free paths), the bias only where the variant takes one."""
 
     variant: str
     shape: tuple[int, ...]
@@ -78,6 +90,8 @@ class Case:
     values: str = "normal"
     seed: int = 0
     scale: float = 1.0  # x is multiplied by it (range-limit scans move a case in magnitude)
+    weight: bool = True  # with affine: a weight is passed
+    bias: bool = True  # with affine: a bias is passed (where the variant takes one)
 
     # --- description -----------------------------------------------------------------
     def to_json(self) -> str:
@@ -116,8 +130,10 @@ class Case:
     def short(self) -> str:
         record = self.record
         settings = [s.text(getattr(self, s.name)) for s in record.settings]
+        every_parameter = "weight+bias" if record.has_bias else "weight"
+        some = f" parameters={self.parameters}" if self.affine and self.parameters != every_parameter else ""
         return " ".join([f"{self.variant} shape={self.shape}", *settings,
-                         f"{self.dtype} eps={self.eps} affine={self.affine} {self.memory} values={self.values} "
+                         f"{self.dtype} eps={self.eps} affine={self.affine}{some} {self.memory} values={self.values} "
                          f"seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "")])
 
     def arguments(self, arrays: dict | None = None) -> dict[str, Any]:
@@ -141,8 +157,18 @@ class Case:
         return not self.record.batch_statistics(self.arguments())
 
     @property
+    def has_weight(self) -> bool:
+        return self.affine and self.weight
+
+    @property
     def has_bias(self) -> bool:
-        return self.affine and self.record.has_bias
+        return self.affine and self.bias and self.record.has_bias
+
+    @property
+    def parameters(self) -> str:
+        """Which affine parameters the call passes, in words (for a case's one-line description)."""
+        passed = [name for name, given in (("weight", self.has_weight), ("bias", self.has_bias)) if given]
+        return "+".join(passed) or "none"
 
     @property
     def normalized_shape(self) -> tuple[int, ...]:
@@ -171,7 +197,8 @@ class Case:
         x = np.ascontiguousarray(_to_shape(layout, _group_values(self.values, rng, layout, self.dtype))
                                  .reshape(self.shape)) * self.scale  # C order: memory layouts apply later
         channels = layout.weight_shape
-        weight = _weight(self.values, rng, channels) if self.affine else None
+        weight = _weight(self.values, rng, channels) if self.affine else None  # drawn even when not passed:
+        weight = weight if self.has_weight else None  # the other arrays stay the same for every parameters
         bias = rng.standard_normal(channels) if self.has_bias else None
         grad_out = rng.standard_normal(self.shape)
         running_mean = running_var = None
@@ -313,6 +340,8 @@ _FIELD_CHECKS: dict[str, Callable[[str, object, Variant, tuple[int, ...]], Any]]
     "dtype": lambda name, value, record, shape: dtypes.check(value, argument=name),
     "eps": _checked_eps,
     "affine": _checked_bool,
+    "weight": _checked_bool,
+    "bias": _checked_bool,
     "normalized_ndim": _checked_normalized_ndim,
     "num_groups": _checked_num_groups,
     "training": _checked_bool,

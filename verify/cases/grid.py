@@ -44,7 +44,7 @@ from typing import Any, Iterable, Sequence
 
 from normspec.derive import variants
 from normspec.derive.errors import NormSpecError
-from normspec.verify.cases.case import VALUE_KINDS, Case
+from normspec.verify.cases.case import VALUE_KINDS, Case, parameter_choices
 from normspec.verify.cases.strategies import (
     EPS_VALUES,
     MOMENTUM_VALUES,
@@ -245,11 +245,13 @@ class _Cover:
         eps_choices: list = [e for e in EPS_VALUES if e > 0 or (eps_zero and _eps_zero_defined(probe, values))]
         if record.default("eps") is None:
             eps_choices.append(None)
+        affine = self.pick("affine", (True, False), turn) if affine is None else affine
+        weight, bias = self.pick("parameters", parameter_choices(record), turn) if affine else (True, True)
         return dataclasses.replace(
             probe, **settings,
             values=values,
             eps=self.pick("eps", eps_choices, turn),
-            affine=self.pick("affine", (True, False), turn) if affine is None else affine,
+            affine=affine, weight=weight, bias=bias,
             memory=self.pick("memory", _memories(shape), turn),
             seed=(7919 * turn + 1) % 2**16,
         )

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from normspec.derive import variants
 from normspec.derive.errors import NormSpecError
-from normspec.verify.cases.case import VALUE_KINDS, Case
+from normspec.verify.cases.case import VALUE_KINDS, Case, parameter_choices
 
 SIDES = (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17)  # 2^k - 1, 2^k, 2^k + 1
 EPS_VALUES = (1e-5, 1e-3, 0.1, 1e-12, 0.0)
@@ -75,10 +75,12 @@ def cases(draw, variant: str, dtype: str = "float64", *, min_rank: int = 2, max_
     eps_choices = [e for e in EPS_VALUES if e > 0 or (eps_zero and _eps_zero_defined(probe, values))]
     if record.default("eps") is None:
         eps_choices.append(None)
+    affine = draw(st.booleans(), label="affine") if affine is None else affine
+    weight, bias = draw(st.sampled_from(parameter_choices(record)), label="parameters") if affine else (True, True)
     return Case(
         variant, shape, dtype,
         eps=draw(st.sampled_from(eps_choices), label="eps"),
-        affine=draw(st.booleans(), label="affine") if affine is None else affine,
+        affine=affine, weight=weight, bias=bias,
         memory=draw(st.sampled_from(_memories(shape)), label="memory"),
         values=values,
         seed=draw(st.integers(0, 2**16 - 1), label="seed"),

@@ -47,7 +47,7 @@ def check_second_moment(impl: Implementation, case: Case) -> list[Comparison]:
 
 def check_identity_recovery(impl: Implementation, case: Case) -> list[Comparison]:
     """gamma = sqrt(var + eps), beta = mean give y = x, for one group per affine parameter."""
-    case = dataclasses.replace(_single_group_per_parameter(case), affine=True, running=False)
+    case = dataclasses.replace(_single_group_per_parameter(case), affine=True, weight=True, bias=True, running=False)
     ctx = Context.of(case)
     view, x = ctx.view, ctx.arrays["x"]
     mean = view.mean(x) if case.centered else np.zeros(case.layout.stats_shape)

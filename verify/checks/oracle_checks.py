@@ -26,7 +26,7 @@ def check_backward(impl: Implementation, case: Case) -> list[Comparison]:
     got = impl.run(case, ctx.arrays)
     comparisons = [compare("dx", got.dx, ctx.truth.dx, ctx.policy_dx())]
     g, xhat = ctx.arrays["grad_out"], ctx.xhat()
-    if case.affine:
+    if case.has_weight:
         comparisons.append(compare("dweight", got.dweight, ctx.truth.dweight, ctx.policy_param(g * (1 + np.abs(xhat)))))
     if case.has_bias:
         comparisons.append(compare("dbias", got.dbias, ctx.truth.dbias, ctx.policy_param(g)))
@@ -95,7 +95,7 @@ def check_finite_differences(impl: Implementation, case: Case) -> list[Compariso
     blame = "" if forward.ok else ": the forward itself is off (see y), so this measures its noise, not the gradient"
     g = ctx.arrays["grad_out"]
     rng = np.random.default_rng(case.seed + 1)
-    targets = [("x", got.dx)] + ([("weight", got.dweight)] if case.affine else []) + \
+    targets = [("x", got.dx)] + ([("weight", got.dweight)] if case.has_weight else []) + \
         ([("bias", got.dbias)] if case.has_bias else [])
     spread = float(np.min(np.sqrt(ctx.var() + case.effective_eps)))
     spacing = dtypes.spacing_at_one(compute_dtype(case.dtype))  # the forward's rounding (a declared compute dtype)

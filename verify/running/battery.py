@@ -113,19 +113,29 @@ def _working_range(impl: Implementation, case: Case) -> float:
 
 def _tolerated(impl: Implementation, check_id: str, case: Case, ratio: float,
                expected_failures: Mapping[str, ExpectedFailure]) -> tuple[str, str] | None:
-    """(status, why) when a failure on ``case`` is not a bug: beyond the dtype's working range
-    (a range limit), a known deviation of a built-in implementation, or within the bounds of a
-    listed expected failure. None: a bug."""
+    """(status, why) when a failure on ``case`` is not a bug: a known deviation of a built-in
+    implementation, within the bounds of a listed expected failure, or beyond the dtype's working
+    range (a range limit). None: a bug. Deviations and listed failures come first: their causes do
+    not depend on the magnitude, and a range limit is re-examined inside the range (``_onset``)."""
+    expected = _expected(impl, check_id, case, ratio, expected_failures)
+    if expected:
+        return EXPECTED, expected
     magnitude = float(np.max(np.abs(case.arrays()["x"])))
     limit = _working_range(impl, case)
     if magnitude > limit:
         return RANGE_LIMIT, f"beyond {case.dtype}'s working range (|x| <= {limit:.2g}): |x| = {magnitude:.2g}"
+    return None
+
+
+def _expected(impl: Implementation, check_id: str, case: Case, ratio: float,
+              expected_failures: Mapping[str, ExpectedFailure]) -> str | None:
+    """Why a failure on ``case`` is expected (a known deviation, a listed entry), or None."""
     deviation = deviations.lookup(impl.name, check_id, case)
     if deviation:
-        return EXPECTED, deviation
+        return deviation
     listed = expected_failures.get(check_id)
     if listed is not None and listed.covers(case.values, ratio):
-        return EXPECTED, f"listed in the expected failures ({listed})"
+        return f"listed in the expected failures ({listed})"
     return None
 
 
@@ -209,7 +219,7 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
             report.case, report.reason, worst = state[status]
             report.status, report.worst = status, worst or report.worst
     if report.status == RANGE_LIMIT:
-        _onset(impl, check, report)
+        _onset(impl, check, report, expected_failures)
     report.seconds = time.perf_counter() - start
     report.examples_digest = drawn.hexdigest()[:16]
     return report
@@ -222,9 +232,11 @@ def _raised(error: Exception) -> str:
     return f"raised {describe_error(error)}"
 
 
-def _onset(impl: Implementation, check: Check, report: CheckReport) -> None:
+def _onset(impl: Implementation, check: Check, report: CheckReport,
+           expected_failures: Mapping[str, ExpectedFailure]) -> None:
     """Where a range limit starts: the case scaled down a decade at a time until the check passes.
-    A case that still fails inside the working range is a bug after all."""
+    A case that still fails inside the working range is a bug after all, unless that failure is
+    an expected one (a known deviation, a listed entry)."""
     case = report.case
     limit = _working_range(impl, case)
     magnitude = float(np.max(np.abs(case.arrays()["x"])))
@@ -243,9 +255,11 @@ def _onset(impl: Implementation, check: Check, report: CheckReport) -> None:
                              f"|x| = {failing:.2g} (its working range ends at {limit:.2g}); {report.reason}")
             return
         if magnitude <= limit:
-            report.status, report.case = FAILED, scaled
-            report.reason = (f"fails inside {case.dtype}'s working range too, at |x| = {magnitude:.2g} "
-                             f"(first seen beyond it: {report.reason})")
+            expected = _expected(impl, report.id, scaled, math.inf, expected_failures)
+            report.status, report.case = (EXPECTED if expected else FAILED), scaled
+            report.reason = (f"fails inside {case.dtype}'s working range too, at |x| = {magnitude:.2g}"
+                             + (f", as expected: {expected}" if expected else "")
+                             + f" (first seen beyond it: {report.reason})")
             return
         case, failing = scaled, magnitude
     report.reason = f"range limit: fails from |x| = {failing:.2g} (working range ends at {limit:.2g}); {report.reason}"

@@ -94,6 +94,15 @@ DEVIATIONS = (
         _ids("group_norm", "float64 float32 float16 bfloat16",
              _OUTPUT_CHECKS + " group_norm_one_group group_norm_all_groups"),
         when=lambda case: case.memory == "channels_last"),
+    Deviation(
+        "group_norm backward with a bias and no weight", "torch_native",
+        "(a bias without a weight only) torch's CPU group_norm backward raises RuntimeError: tensor does not "
+        "have a device when weight=None and bias is given and requires grad: F.group_norm(x, 2, None, b) on "
+        "x of shape (3, 4, 5), float64, then y.backward(ones) (torch 2.13.0; the forward, dx alone via "
+        "autograd.grad(y, x) and the weight-and-bias and parameter-free calls are right)",
+        _ids("group_norm", "float64 float32 float16 bfloat16",
+             "backward deterministic finite_differences mpmath gradient_sum gradient_xhat constant_group"),
+        when=lambda case: case.has_bias and not case.has_weight),
 )
 
 

@@ -248,8 +248,8 @@ def _one_runner(spec: RunSpec, state: _Progress, progress: Callable | None) -> b
                 if phase == "done":
                     return True
                 continue
-            late = deadline.value and guard.monotonic() > deadline.value + grace(spec.timeout)
-            if late:
+            armed = deadline.value  # read once: the runner disarms concurrently (0.0 between calls)
+            if armed and guard.monotonic() > armed + grace(spec.timeout):
                 where = _stuck_at(runner, stacks.name)
                 runner.kill()
                 runner.join(5)
