@@ -105,8 +105,7 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
                                     name=name, timeout=timeout, isolate=isolate, conventions=conventions)
             if isolate:
                 implementation = isolated(implementation, artifacts=pending)
-            settings = current_settings(max_examples, seeded=seed is not None) if (
-                max_examples or seed is not None) else None
+            settings = current_settings(max_examples, seeded=seed is not None)
             result = bat.run_battery(implementation, variants=list(wanted or implementation.functions),
                                      dtypes=dtypes, checks=checks, hypothesis_settings=settings,
                                      expected_failures=expected, seed=seed, progress=progress)

@@ -68,7 +68,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         for name in args.impl:
             impl = _on_device(builtin(name), args.device)
-            settings = _settings(args)
+            settings = current_settings(args.max_examples, seeded=args.seed is not None)
             with _progress(name) as advance:
                 result = bat.run_battery(impl, variants=args.variant, dtypes=args.dtype, checks=args.check,
                                          hypothesis_settings=settings, seed=args.seed, progress=advance)
@@ -93,13 +93,6 @@ def _outputs(args: argparse.Namespace) -> dict:
     return {"json": output_file(args.json, argument="--json") if args.json else None,
             "markdown": output_file(args.markdown, argument="--markdown") if args.markdown else None,
             "artifacts": output_folder(args.artifacts, argument="--artifacts") if args.artifacts else None}
-
-
-def _settings(args: argparse.Namespace):
-    if not args.max_examples and args.seed is None:
-        return None
-
-    return current_settings(args.max_examples, seeded=args.seed is not None)
 
 
 @contextmanager

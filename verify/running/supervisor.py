@@ -10,7 +10,7 @@ environment as they are when it starts. Calls stay in the runner, so they cost w
 process. This process watches it:
 
 - before each call the runner publishes the call's deadline and case in shared memory
-  (``guard.watch``); a call still running ``GRACE`` after its time limit (stuck in native
+  (``guard.watch``); a call still running :func:`grace` seconds after its time limit (stuck in native
   code, or a Python loop that swallows the interrupt) gets its runner killed;
 - a runner that ends (an ``exit()``, a segfault, an abort, a kill) or is killed fails the
   check in progress, with the case it was calling, and a new runner carries on with the
@@ -25,10 +25,10 @@ from __future__ import annotations
 import ctypes
 import faulthandler
 import multiprocessing
-import tempfile
 import os
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from contextlib import contextmanager
@@ -145,11 +145,10 @@ def _runner(connection, spec: RunSpec, done: frozenset, deadline, case, surround
 
 def _run(connection, spec: RunSpec, done: frozenset) -> None:
     connection.send(("importing", None))
-    implementation = _build(connection, spec)
+    implementation, planned = _build(connection, spec)
     connection.send(("built", describe_implementation(implementation)))
-    settings = current_settings(spec.max_examples, seeded=spec.seed is not None) if (
-        spec.max_examples or spec.seed is not None) else None
-    for variant, dtype, check in _plan(spec, implementation):
+    settings = current_settings(spec.max_examples, seeded=spec.seed is not None)
+    for variant, dtype, check in planned:
         item = f"{variant}::{dtype}::{check}"
         if item in done:
             continue
@@ -160,14 +159,17 @@ def _run(connection, spec: RunSpec, done: frozenset) -> None:
     connection.send(("end", None))
 
 
-def _build(connection, spec: RunSpec) -> Implementation:
+def _build(connection, spec: RunSpec) -> tuple[Implementation, list[tuple[str, str, str]]]:
+    """The implementation, imported and probed, and the plan of its searches (sent before the
+    probe: a probe that hangs or crashes fails every planned check)."""
     guard.watch.arm(spec.timeout, None)  # importing runs the module's code: bounded like a call
     try:
         target = load_module(spec.impl) if spec.is_module else load(spec.impl)
     finally:
         guard.watch.disarm()
     chosen = spec.variants or tuple(v for v in VARIANT_NAMES if callable(getattr(target, v, None)))
-    connection.send(("planned", bat.plan(chosen, spec.dtypes, spec.checks)))
+    planned = bat.plan(chosen, spec.dtypes, spec.checks)
+    connection.send(("planned", planned))
     if spec.is_module:
         implementation = build_module(spec.impl, variants_wanted=spec.variants, device=spec.device,
                                       array=spec.array, name=spec.name, timeout=spec.timeout,
@@ -176,12 +178,7 @@ def _build(connection, spec: RunSpec) -> Implementation:
         implementation = build(spec.impl, spec.variants[0], backward=spec.backward, device=spec.device,
                                array=spec.array, name=spec.name, timeout=spec.timeout, isolate=spec.isolate,
                                conventions=spec.conventions)
-    return isolated(implementation, artifacts=spec.pending_folder) if spec.isolate else implementation
-
-
-def _plan(spec: RunSpec, implementation: Implementation) -> list[tuple[str, str, str]]:
-    chosen = spec.variants or tuple(implementation.functions)
-    return bat.plan(chosen, spec.dtypes, spec.checks)
+    return (isolated(implementation, artifacts=spec.pending_folder) if spec.isolate else implementation), planned
 
 
 # --- the supervisor -------------------------------------------------------------------------
