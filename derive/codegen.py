@@ -90,9 +90,10 @@ def _docstring(paragraphs: list[str | list[str]], indent: str = "    ") -> str:
 
 
 def _forward_returns(family: sym.Family, dialect: printers.Dialect) -> list[str]:
-    """y, the statistics computed, rstd; and xhat where autograd saves it for the backward."""
+    """y (and the residual sum), the statistics computed, rstd; and xhat where autograd saves it
+    for the backward."""
     computed_stats = [n.target for n in family.program() if n.reduced] + [sym.rstd]
-    return _names([sym.y, *computed_stats, *([sym.xhat] if dialect.recorded else [])])
+    return _names([*family.outputs(), *computed_stats, *([sym.xhat] if dialect.recorded else [])])
 
 
 def _program_statements(family: sym.Family, *, upto_xhat: bool = False) -> list[tuple[str, sp.Expr]]:
@@ -111,8 +112,11 @@ def _function(name: str, args: list[str], doc: list[str | list[str]], statements
     """One kernel; ``recorded``: autograd records it (torch's double backward differentiates
     it), so nothing in it is updated in place."""
     in_place = not (recorded and dialect.recorded)
+    signature = f"def {name}({', '.join(args)}):"
+    if len(signature) > MAX_LINE:
+        signature = "\n".join(_wrap(", ".join(args) + "):", " " * (len(name) + 5), f"def {name}("))
     return (
-        f"def {name}({', '.join(args)}):\n"
+        signature + "\n"
         + _docstring(doc)
         + kernel_bodies.print_statements(statements, dialect, returns=tuple(returns), in_place=in_place)
         + f"    return {', '.join(returns)}\n"
@@ -128,13 +132,24 @@ def _forward_source(family: sym.Family, dialect: printers.Dialect) -> str:
     return _function(f"{family.name}_forward", args, doc, statements, returns, dialect)
 
 
-# What the closed forms may read besides grad_out and weight: the saved normalized input
-# and the group's rstd. Anything else in a derived form is a codegen error, not an argument.
+# What the closed forms may read besides the upstream gradients and the affine multiplier: the
+# saved normalized input and the group's rstd. Anything else in a derived form is a codegen
+# error, not an argument.
 _SAVED = (sym.xhat, sym.rstd)
 
 
 def _gradient_args(family: sym.Family) -> list[str]:
     return (["group_dims"] if family.batch_statistics else []) + ["affine_dims"]
+
+
+def _upstream(family: sym.Family) -> list[str]:
+    """The upstream gradients a backward takes, one per output of the forward."""
+    return _names(family.seeds().values())
+
+
+def _multiplier_statements(family: sym.Family) -> list[tuple[str, sp.Expr]]:
+    """The program's affine multiplier (gamma = weight + weight_offset), which the closed forms read."""
+    return [(printers.CODE_NAMES[n.target], n.expr) for n in family.program() if n.target == sym.gamma]
 
 
 def _backward_doc(forms: sym.ClosedForms, first_line: str) -> list[str | list[str]]:
@@ -153,15 +168,15 @@ def _backward_source(family: sym.Family, dialect: printers.Dialect) -> str:
     forms = sym.derive(family)
     outputs_ = forms.outputs()
     used = set().union(*(expr.free_symbols for expr in outputs_.values()))
-    unexpected = used - {sym.g, sym.gamma, *_SAVED}
+    unexpected = used - {*family.seeds().values(), sym.gamma, *_SAVED}
     if unexpected:
         raise printers.UnsupportedNode(f"{family.name} closed forms read {sorted(map(str, unexpected))}, "
-                                       f"expected only grad_out, weight, xhat and rstd")
-    args = ["grad_out", *_names(_SAVED), "weight", *_gradient_args(family)]
+                                       f"expected only the upstream gradients, effective_weight, xhat and rstd")
+    args = [*_upstream(family), *_names(_SAVED), "weight", "weight_offset", *_gradient_args(family)]
     doc = _backward_doc(forms, f"Backward of the {family.name} family, derived for a general group size, "
                                f"from the forward's xhat and rstd:")
-    return _function(f"{family.name}_backward", args, doc, kernel_bodies.straight_line(outputs_), list(outputs_),
-                     dialect)
+    body = _multiplier_statements(family) + kernel_bodies.straight_line(outputs_)
+    return _function(f"{family.name}_backward", args, doc, body, list(outputs_), dialect)
 
 
 def _vjp_source(family: sym.Family, dialect: printers.Dialect) -> str:
@@ -171,8 +186,8 @@ def _vjp_source(family: sym.Family, dialect: printers.Dialect) -> str:
     double backward differentiates (nothing is written in place).
     """
     outputs_ = sym.derive(family).outputs()
-    given = _names(family.inputs()[1:-1])  # [mean, var,] weight[, bias]
-    args = ["grad_out", "x", *[n for n in given if n != "bias"], "eps", *_gradient_args(family)]
+    given = _names(family.inputs()[1:-1])  # [residual,] [mean, var,] weight[, bias], weight_offset
+    args = [*_upstream(family), "x", *[n for n in given if n != "bias"], "eps", *_gradient_args(family)]
     doc = [f"{', '.join(outputs_)} of the {family.name} family from x: the statistics and xhat recomputed "
            f"as in {family.name}_forward, then the closed forms of {family.name}_backward."]
     body = _program_statements(family, upto_xhat=True) + kernel_bodies.straight_line(outputs_)

@@ -22,6 +22,12 @@ def check_eps(eps: object, *, name: str = "eps") -> float:
     return float(eps)
 
 
+def check_weight_offset(offset: object, *, name: str = "weight_offset") -> float:
+    require(isinstance(offset, numbers.Real) and not isinstance(offset, bool), name, offset, "a real number")
+    require(math.isfinite(offset), name, offset, "a finite number")
+    return float(offset)
+
+
 def check_momentum(momentum: object) -> float:
     require(isinstance(momentum, numbers.Real) and not isinstance(momentum, bool), "momentum", momentum,
             "a float in [0, 1] (momentum=None, a cumulative average, is the module's business: "

@@ -151,6 +151,13 @@ def _in_place(printer: ArrayPrinter, name: str, value: sp.Expr) -> list[Line] | 
 
     if isinstance(value, sp.Add):
         terms = printer.ordered_terms(value)
+        compound = [t for t in terms if is_full(t) and isinstance(t, sp.Mul)
+                    and any(isinstance(f, sp.Add) for f in t.args)]
+        if len(terms) == 2 and terms[0].is_Atom and len(compound) == 1:
+            # an array plus a formula (the residual's grad_residual_out + rstd * (h - ...)): the
+            # formula in place first, then the array added to it
+            negative = printer.is_negative(terms[0])
+            return made(compound[0]) + [(name, "-=" if negative else "+=", -terms[0] if negative else terms[0])]
         first_full = next((i for i, t in enumerate(terms) if is_full(t)), None)
         if first_full is None:
             return None
@@ -161,7 +168,7 @@ def _in_place(printer: ArrayPrinter, name: str, value: sp.Expr) -> list[Line] | 
             return None
         lines = made(sp.Add(*terms[:count]))
         for term in terms[count:]:
-            negative = term.could_extract_minus_sign()
+            negative = printer.is_negative(term)
             lines.append((name, "-=" if negative else "+=", -term if negative else term))
         return lines
     if isinstance(value, sp.Mul):

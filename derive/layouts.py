@@ -69,6 +69,20 @@ def trailing_layout(x_shape: tuple[int, ...], *, normalized_shape: object) -> La
                   weight_shape=dims)
 
 
+def modulated_layout(x_shape: tuple[int, ...], *, normalized_shape: object) -> Layout:
+    """Like :func:`trailing_layout`, with parameters per sample: (N, *tokens, *normalized_shape), the
+    parameters of shape (N, *normalized_shape), broadcast over the tokens and summed over them."""
+    check_input(x_shape, 2, "(N, *tokens, *normalized_shape)")
+    dims = check_normalized_shape(normalized_shape, x_shape)
+    require(len(dims) < len(x_shape), "normalized_shape", dims,
+            f"trailing dimensions of x.shape={x_shape} that leave out its first (the sample axis of scale and shift)")
+    inner = math.prod(dims)
+    n = x_shape[0]
+    tokens = math.prod(x_shape[1: len(x_shape) - len(dims)])
+    return Layout(work_shape=(n, tokens, inner), group_dims=(2,), affine_dims=(1,), param_shape=(n, 1, inner),
+                  weight_shape=(n, *dims))
+
+
 def channel_layout(x_shape: tuple[int, ...], *, per_sample: bool) -> Layout:
     """(N, C, *S) per channel: over N and S (``per_sample=False``) or over S alone (True)."""
     check_input(x_shape, 2, "(N, C, *spatial)")

@@ -53,9 +53,10 @@ from normspec.derive import symbolic as sym
 
 # Code names of the derivation's symbols.
 CODE_NAMES = {
-    sym.x: "x", sym.g: "grad_out", sym.gamma: "weight", sym.beta: "bias",
+    sym.x: "x", sym.g: "grad_out", sym.w: "weight", sym.gamma: "effective_weight", sym.beta: "bias",
     sym.xc: "xc", sym.xhat: "xhat", sym.y: "y",
-    sym.mu: "mean", sym.var: "var", sym.rstd: "rstd", sym.eps: "eps",
+    sym.mu: "mean", sym.var: "var", sym.rstd: "rstd", sym.eps: "eps", sym.c: "weight_offset",
+    sym.residual: "residual", sym.s: "residual_out", sym.g_s: "grad_residual_out",
 }
 # The spec's named subexpressions (h = gamma * g): substituted into the closed forms
 # before CSE, each printed once as its own statement under its spec name.
@@ -63,10 +64,11 @@ H = sp.Symbol("h", real=True)
 NAMED_SUBEXPRESSIONS: tuple[tuple[sp.Symbol, sp.Expr], ...] = ((H, sym.gamma * sym.g),)
 # Fields with one value per element of the input: arrays of the full working shape.
 # (gamma and beta are per-element in the mathematics but arrive in the parameter shape.)
-FULL_FIELDS = frozenset({sym.x, sym.g, sym.xc, sym.xhat, sym.y, H})
-PARAMETERS = frozenset({sym.gamma, sym.beta})
+FULL_FIELDS = frozenset({sym.x, sym.g, sym.xc, sym.xhat, sym.y, H, sym.residual, sym.s, sym.g_s})
+PARAMETERS = frozenset({sym.w, sym.gamma, sym.beta})
 # The order symbols are written in within a product (and ties between terms of a sum).
-SPEC_ORDER = (sym.gamma, sym.beta, sym.g, H, sym.x, sym.xc, sym.xhat, sym.y, sym.mu, sym.var, sym.rstd, sym.eps)
+SPEC_ORDER = (sym.w, sym.gamma, sym.beta, sym.g_s, sym.g, H, sym.x, sym.residual, sym.s, sym.xc, sym.xhat, sym.y,
+              sym.mu, sym.var, sym.rstd, sym.eps, sym.c)
 
 
 @dataclass(frozen=True)
@@ -259,10 +261,17 @@ class ArrayPrinter(StrPrinter):
     def ordered_factors(self, expr: sp.Expr) -> list[sp.Expr]:
         return sorted(sp.Mul.make_args(expr), key=lambda f: factor_key(f, self.full, self._print(f)))
 
+    def is_negative(self, term: sp.Expr) -> bool:
+        """Whether ``term`` prints as a subtraction: a product keeps its sign when its one sum can
+        carry it (r * (h - mean_h) is added, not subtracted as r * (mean_h - h))."""
+        if isinstance(term, sp.Mul) and sum(isinstance(f, sp.Add) for f in term.args) == 1:
+            return bool(self.ordered_product(term)[0].is_negative)
+        return term.could_extract_minus_sign()
+
     def _print_Add(self, expr, order=None):
         parts = []
         for index, term in enumerate(self.ordered_terms(expr)):
-            negative = term.could_extract_minus_sign()
+            negative = self.is_negative(term)
             text = self._print(-term if negative else term)
             if index == 0:
                 parts.append(f"-{text}" if negative else text)

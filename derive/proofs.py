@@ -1,8 +1,9 @@
 """Proofs: the general-N closed forms equal brute-force differentiation at concrete N.
 
 For a concrete N the forward is written with N explicit symbols per field (x_i,
-gamma_i, beta_i, g_i), the loss is L = sum_i g_i y_i, and ``sympy.diff`` gives the
-exact gradient. The closed form of ``derive.symbolic`` is instantiated at the same N
+w_i, beta_i, g_i; the residual r_i and its output's gradient g_s_i for the fused residual
+add), the affine step multiplies by w_i + c (a symbolic weight offset), the loss is
+L = sum_i g_i y_i (+ sum_i g_s_i s_i), and ``sympy.diff`` gives the exact gradient. The closed form of ``derive.symbolic`` is instantiated at the same N
 (GroupMean becomes (1/N) sum_i). Square roots are removed by substituting
 eps = s^2 - var with s > 0, so ``cancel(brute - closed) == 0`` is an exact proof for
 that N (rational functions, no floats, no radicals).
@@ -61,37 +62,44 @@ def prove(family: sym.Family, n: int, *, forms: sym.ClosedForms | None = None) -
     start = time.perf_counter()
     forms = forms or sym.derive(family)
     grp = ConcreteGroup(n)
-    xs, gs, gammas, betas = grp.field("x"), grp.field("g"), grp.field("gamma"), grp.field("beta")
-    eps, s = sym.eps, grp.s
+    xs, gs, weights, betas = grp.field("x"), grp.field("g"), grp.field("w"), grp.field("beta")
+    residuals, gss = grp.field("r"), grp.field("g_s")
+    eps, s, offset = sym.eps, grp.s, sym.c
+    gammas = [wi + offset for wi in weights]  # the affine step multiplies by weight + weight offset
+    normalized = [xi + ri for xi, ri in zip(xs, residuals)] if family.residual else xs
 
     if family.batch_statistics:
-        mean = sp.Add(*xs) / n if family.centered else sp.Integer(0)
-        variance = sp.Add(*[(xi - mean) ** 2 for xi in xs]) / n
+        mean = sp.Add(*normalized) / n if family.centered else sp.Integer(0)
+        variance = sp.Add(*[(v - mean) ** 2 for v in normalized]) / n
     else:  # given statistics are free symbols, independent of x
         mean, variance = sp.Symbol("mu", real=True), sp.Symbol("nu", positive=True)
     held_mean, held_var = sp.Symbol("mu_held", real=True), sp.Symbol("var_held", positive=True)
 
     def loss(m: sp.Expr, v: sp.Expr) -> sp.Expr:
-        ys = [gm * (xi - m) / sp.sqrt(v + eps) + (bt if family.has_bias else 0)
-              for xi, gm, bt in zip(xs, gammas, betas)]
-        return sp.Add(*[gi * yi for gi, yi in zip(gs, ys)])
+        ys = [gm * (vi - m) / sp.sqrt(v + eps) + (bt if family.has_bias else 0)
+              for vi, gm, bt in zip(normalized, gammas, betas)]
+        total = sp.Add(*[gi * yi for gi, yi in zip(gs, ys)])
+        return total + (sp.Add(*[gi * vi for gi, vi in zip(gss, normalized)]) if family.residual else 0)
 
     no_radicals = {eps: s**2 - variance}
     full_loss = loss(mean, variance)
     held_loss = loss(held_mean, held_var)  # statistics held fixed: the direct path
     held_back = {held_mean: mean, held_var: variance}
 
-    xhats = [(xi - mean) / s for xi in xs]
-    values = {sym.x: xs, sym.g: gs, sym.gamma: gammas, sym.beta: betas, sym.xhat: xhats}
+    xhats = [(v - mean) / s for v in normalized]
+    values = {sym.x: xs, sym.g: gs, sym.w: weights, sym.gamma: gammas, sym.beta: betas, sym.xhat: xhats,
+              sym.residual: residuals, sym.s: normalized, sym.g_s: gss}
     closed_scalars = {sym.rstd: 1 / s, sym.eps: s**2 - variance}
 
     claims = {
         "dx": (forms.dx, lambda j: sp.diff(full_loss, xs[j])),
         "dx_direct": (forms.dx_direct, lambda j: sp.diff(held_loss, xs[j]).xreplace(held_back)),
-        "dgamma": (forms.dgamma, lambda j: sp.diff(full_loss, gammas[j])),
+        "dgamma": (forms.dgamma, lambda j: sp.diff(full_loss, weights[j])),
     }
     if forms.dbeta is not None:
         claims["dbeta"] = (forms.dbeta, lambda j: sp.diff(full_loss, betas[j]))
+    if family.residual:
+        claims["dresidual"] = (forms.dresidual, lambda j: sp.diff(full_loss, residuals[j]))
 
     for name, (closed, brute) in claims.items():
         for j in range(n):

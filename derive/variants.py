@@ -22,7 +22,9 @@ from normspec.derive.errors import NormSpecError, require
 from normspec.derive.layouts import Layout
 
 REQUIRED = inspect.Parameter.empty
-ARRAY_ARGUMENTS = ("x", "weight", "bias", "running_mean", "running_var")
+# The array arguments of the variants' signatures, by the names the battery uses internally
+# (an adaptive norm's scale and shift are its weight and bias, see Variant.parameter_names).
+ARRAY_ARGUMENTS = ("x", "residual", "weight", "bias", "running_mean", "running_var")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,24 @@ class Argument:
 
     name: str
     default: Any = REQUIRED
+
+
+@dataclass(frozen=True, kw_only=True)
+class Option:
+    """A keyword-only option of a variant's signature (after ``*``). The battery passes it as a
+    keyword, drawing ``values`` (simplest first), unless the implementation under test has it
+    pinned (a Gemma kernel with the offset built in takes no keyword)."""
+
+    name: str
+    default: Any
+    values: tuple
+    summary: str
+
+
+WEIGHT_OFFSET = Option(name="weight_offset", default=0.0, values=(0.0, 1.0, 0.375),
+                       summary="the affine step multiplies by weight + weight_offset (Gemma's zero-centered "
+                               "weight: 1.0)")
+OPTIONS = {WEIGHT_OFFSET.name: WEIGHT_OFFSET}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,8 +118,11 @@ _SPATIAL = lambda ndim, arguments: tuple(range(2, ndim))  # noqa: E731
 
 
 # The derive.symbolic family of each combination of derivation options:
-# (centered, batch_statistics, has_bias) -> family name.
-FAMILIES = {(True, True, True): "centered", (False, True, False): "rms", (True, False, True): "given_stats"}
+# (centered, batch_statistics, has_bias, residual) -> family name.
+FAMILIES = {(True, True, True, False): "centered", (False, True, False, False): "rms",
+            (True, False, True, False): "given_stats", (True, True, True, True): "centered_residual",
+            (False, True, False, True): "rms_residual"}
+PLAIN_PARAMETERS = {"weight": "weight", "bias": "bias"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +133,12 @@ class Variant:
     layout: Callable[..., Layout]  # (x_shape, **layout_arguments) -> Layout
     layout_arguments: tuple[str, ...] = ()
     centered: bool = True  # subtract the group mean (False: RMS normalization)
+    residual: bool = False  # the fused residual add: normalizes x + residual and returns the sum too
+    options: tuple[Option, ...] = ()  # keyword-only options (after * in the signature)
+    # the signature's names of the affine parameters (an adaptive norm's scale and shift)
+    parameter_names: Mapping[str, str] = field(default_factory=lambda: PLAIN_PARAMETERS)
+    parameters_required: bool = False  # the affine parameters are required arguments (adaptive norms)
+    fixed_weight_offset: float | None = None  # the offset the variant always adds (adaptive: 1 + scale)
     per_sample: bool = True  # statistics never mix samples of the batch
     min_rank: int = 2  # the smallest input rank the battery draws
     settings: tuple[Setting, ...] = ()
@@ -127,11 +156,38 @@ class Variant:
     # --- derivation options --------------------------------------------------------------
     @property
     def has_bias(self) -> bool:
-        return any(a.name == "bias" for a in self.arguments)
+        return self.parameter_names["bias"] in self.argument_names
 
     def family(self, batch_statistics: bool = True) -> str:
         """The derive.symbolic family this variant runs in (given statistics: eval mode)."""
-        return FAMILIES[(self.centered, batch_statistics, self.has_bias)]
+        return FAMILIES[(self.centered, batch_statistics, self.has_bias, self.residual)]
+
+    def parameter(self, name: str) -> str:
+        """The signature's name of affine parameter ``name`` ('weight' or 'bias')."""
+        return self.parameter_names[name]
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What a call returns, in order (one output: returned bare)."""
+        return ("y", "residual_out") if self.residual else ("y",)
+
+    @property
+    def gradients(self) -> tuple[str, ...]:
+        """The internal names of what ``<name>_backward`` returns, in order: (x, weight, bias) for
+        the textbook variants (None for an absent parameter), and the differentiable arguments
+        of the others (fused: x, residual, weight[, bias]; adaptive: x, scale[, shift])."""
+        if self.residual:
+            return ("x", "residual", "weight", *(("bias",) if self.has_bias else ()))
+        if self.parameters_required:
+            return ("x", "weight", *(("bias",) if self.has_bias else ()))
+        return ("x", "weight", "bias")
+
+    def signature_name(self, name: str) -> str:
+        """The signature's name of internal argument ``name`` (scale for an adaptive norm's weight)."""
+        return self.parameter_names.get(name, name)
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -146,7 +202,9 @@ class Variant:
     @functools.cached_property
     def signature(self) -> inspect.Signature:
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        return inspect.Signature([inspect.Parameter(a.name, kind, default=a.default) for a in self.arguments])
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        return inspect.Signature([*(inspect.Parameter(a.name, kind, default=a.default) for a in self.arguments),
+                                  *(inspect.Parameter(o.name, keyword, default=o.default) for o in self.options)])
 
     def bind(self, args: tuple, kwargs: dict) -> dict[str, Any]:
         """The call's arguments by name, defaults applied; a bad call raises NormSpecError."""
@@ -217,6 +275,26 @@ def _per_leading_index(has_bias: bool) -> tuple[tuple[str, str], ...]:
              f"{params} per element of normalized_shape, so they vary inside a group."),)
 
 
+_OFFSET_NOTE = ("Weight offset", "With weight_offset=c the affine step multiplies by gamma = weight + c (Gemma "
+                "stores its weight zero-centered and passes c = 1). dx reads gamma; dweight keeps its form, "
+                "sum(g * xhat).")
+_RESIDUAL_NOTE = ("Fused residual add", "The call normalizes s = x + residual and returns (y, s), as the "
+                  "pre-norm residual stream of a transformer block does in one kernel. The backward receives a "
+                  "gradient for each output: dx = dresidual = g_s + J^T g_y, the residual's gradient passing "
+                  "through unchanged beside the norm's.")
+_MODULATION_NOTE = ("Per-sample modulation", "The norm has no affine parameters of its own; scale and shift of "
+                    "shape (x.shape[0], *normalized_shape), produced per sample (a DiT/AdaLN conditioning "
+                    "MLP), give y = xhat * (1 + scale) + shift, broadcast over the axes between the first and "
+                    "the normalized ones (tokens). It is the weight-offset program with c = 1, weight = scale "
+                    "and bias = shift, its parameter gradients summed over those middle axes only.")
+_MODULATED_NATURAL = NaturalAxes(statistics=_trailing, parameters=lambda ndim, arguments: (0, *_trailing(ndim, arguments)),
+                                 samples=lambda ndim, arguments: (0,))
+_MODULATED_PARAMETERS = {"weight": "scale", "bias": "shift"}
+_MODULATED_READER = dict(input_axes="(N, *tokens, *normalized_shape)", affine="sample and element of normalized_shape",
+                         work_axes=("N", "tokens", "normalized_shape"), example_shape=(4, 10, 16),
+                         example_arguments={"normalized_shape": (16,)})
+
+
 VARIANTS: dict[str, Variant] = {v.name: v for v in (
     Variant(
         name="batch_norm", summary="per channel, over the batch and the spatial axes",
@@ -235,10 +313,10 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     ),
     Variant(
         name="layer_norm", summary="per leading index, over the trailing normalized_shape",
-        arguments=(_X, Argument("normalized_shape"), _WEIGHT, _BIAS, _EPS),
+        arguments=(_X, Argument("normalized_shape"), _WEIGHT, _BIAS, _EPS), options=(WEIGHT_OFFSET,),
         layout=layouts.trailing_layout, layout_arguments=("normalized_shape",), settings=(_NORMALIZED_NDIM,),
         group="the trailing normalized_shape, per leading index", **_TRAILING_READER,
-        notes=_per_leading_index(True),
+        notes=(*_per_leading_index(True), _OFFSET_NOTE),
     ),
     Variant(
         name="instance_norm", summary="per sample and channel, over the spatial axes",
@@ -264,11 +342,43 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
     ),
     Variant(
         name="rms_norm", summary="per leading index, over the trailing normalized_shape, without centering",
-        arguments=(_X, Argument("normalized_shape"), _WEIGHT, Argument("eps", None)),
+        arguments=(_X, Argument("normalized_shape"), _WEIGHT, Argument("eps", None)), options=(WEIGHT_OFFSET,),
         layout=layouts.trailing_layout, layout_arguments=("normalized_shape",), centered=False,
         settings=(_NORMALIZED_NDIM,),
         group="the trailing normalized_shape, per leading index (no centering)", **_TRAILING_READER,
-        notes=_per_leading_index(False),
+        notes=(*_per_leading_index(False), _OFFSET_NOTE),
+    ),
+    Variant(
+        name="fused_add_layer_norm", summary="layer_norm of x + residual, returning (y, x + residual)",
+        arguments=(_X, Argument("residual"), Argument("normalized_shape"), _WEIGHT, _BIAS, _EPS),
+        options=(WEIGHT_OFFSET,), residual=True,
+        layout=layouts.trailing_layout, layout_arguments=("normalized_shape",), settings=(_NORMALIZED_NDIM,),
+        group="the trailing normalized_shape of x + residual, per leading index", **_TRAILING_READER,
+        notes=(*_per_leading_index(True), _RESIDUAL_NOTE, _OFFSET_NOTE),
+    ),
+    Variant(
+        name="fused_add_rms_norm", summary="rms_norm of x + residual, returning (y, x + residual)",
+        arguments=(_X, Argument("residual"), Argument("normalized_shape"), _WEIGHT, Argument("eps", None)),
+        options=(WEIGHT_OFFSET,), residual=True, centered=False,
+        layout=layouts.trailing_layout, layout_arguments=("normalized_shape",), settings=(_NORMALIZED_NDIM,),
+        group="the trailing normalized_shape of x + residual, per leading index (no centering)",
+        **_TRAILING_READER, notes=(*_per_leading_index(False), _RESIDUAL_NOTE, _OFFSET_NOTE),
+    ),
+    Variant(
+        name="adaptive_layer_norm", summary="layer_norm without affine, then xhat * (1 + scale) + shift per sample",
+        arguments=(_X, Argument("normalized_shape"), Argument("scale"), Argument("shift"), Argument("eps", 1e-6)),
+        parameter_names=_MODULATED_PARAMETERS, parameters_required=True, fixed_weight_offset=1.0,
+        layout=layouts.modulated_layout, layout_arguments=("normalized_shape",), settings=(_NORMALIZED_NDIM,),
+        natural=_MODULATED_NATURAL, group="the trailing normalized_shape, per leading index", **_MODULATED_READER,
+        notes=(_MODULATION_NOTE,),
+    ),
+    Variant(
+        name="adaptive_rms_norm", summary="rms_norm without affine, then xhat * (1 + scale) per sample",
+        arguments=(_X, Argument("normalized_shape"), Argument("scale"), Argument("eps", 1e-6)), centered=False,
+        parameter_names=_MODULATED_PARAMETERS, parameters_required=True, fixed_weight_offset=1.0,
+        layout=layouts.modulated_layout, layout_arguments=("normalized_shape",), settings=(_NORMALIZED_NDIM,),
+        natural=_MODULATED_NATURAL, group="the trailing normalized_shape, per leading index (no centering)",
+        **_MODULATED_READER, notes=(_MODULATION_NOTE,),
     ),
 )}
 NAMES = tuple(VARIANTS)

@@ -6,8 +6,11 @@ torch_ref in ``reference._plan``. float16 inputs are computed in float32 and the
 results cast back, as torch does; float32 and float64 in their own precision.
 
 ``layer_norm``, ``batch_norm``, ``instance_norm``, ``group_norm``, ``rms_norm`` and each
-``*_backward(grad_out, <same inputs>) -> (dx, dweight, dbias)``. A backward never
-updates running statistics; ``dweight``/``dbias`` are None for an absent parameter.
+``*_backward(grad_out, <same inputs>) -> (dx, dweight, dbias)``; ``fused_add_layer_norm`` and
+``fused_add_rms_norm`` return ``(y, residual_out)`` and their backward takes ``grad_out,
+grad_residual_out`` and returns ``(dx, dresidual, dweight[, dbias])``; ``adaptive_layer_norm`` and
+``adaptive_rms_norm``'s backward returns ``(dx, dscale[, dshift])``. A backward never updates
+running statistics; a gradient is None for an absent parameter.
 """
 from __future__ import annotations
 
@@ -45,11 +48,11 @@ class _NumpyBackend:
 _BACKEND = _NumpyBackend()
 
 
-def _forward(plan: _plan.Plan) -> np.ndarray:
+def _forward(plan: _plan.Plan) -> tuple[np.ndarray, ...]:
     values = _plan.kernel_inputs(plan, _BACKEND)
-    stats = _plan.call_kernel(numpy_kernels, f"{plan.family}_forward", values)
-    _plan.update_running(plan, stats)
-    return _BACKEND.cast(stats["y"].reshape(plan.x.shape), plan.x)
+    results = _plan.call_kernel(numpy_kernels, f"{plan.family}_forward", values)
+    _plan.update_running(plan, results)
+    return tuple(_BACKEND.cast(results[name].reshape(plan.x.shape), plan.x) for name in plan.variant.outputs)
 
 
 # The public functions, one pair per variant of the registry (named as in torch.nn.functional).

@@ -6,9 +6,10 @@ printed from the SymPy derivation); this module is the glue: validation, reshape
 and the dtype policy (float16 and bfloat16 are computed in float32 and cast back).
 Device-agnostic: nothing here names a device or leaves torch.
 
-``layer_norm``, ``batch_norm``, ``instance_norm``, ``group_norm``, ``rms_norm`` are
-differentiable through ``_Normalize``; each ``*_backward(grad_out, <same inputs>)``
-calls the generated backward directly, as in numpy_ref.
+Every variant of the registry (the five textbook ones, ``fused_add_layer_norm``,
+``fused_add_rms_norm``, ``adaptive_layer_norm``, ``adaptive_rms_norm``) is differentiable
+through ``_Normalize``; each ``*_backward(<upstream gradients>, <same inputs>)`` calls the
+generated backward directly, as in numpy_ref.
 
 The forward saves xhat, so a first-order backward only runs the closed forms. The
 backward is itself differentiable: under ``create_graph=True`` it recomputes the
@@ -63,12 +64,19 @@ _BACKEND = _TorchBackend()
 
 
 def _statistics(family: str) -> tuple[str, ...]:
-    """The statistics ``<family>_forward`` returns besides y and xhat (outputs of _Normalize)."""
-    return tuple(name for name in torch_kernels.RETURNS[f"{family}_forward"] if name not in ("y", "xhat"))
+    """The statistics ``<family>_forward`` returns besides its outputs and xhat (outputs of _Normalize)."""
+    return tuple(name for name in torch_kernels.RETURNS[f"{family}_forward"]
+                 if name not in ("y", "residual_out", "xhat"))
+
+
+def _outputs(family: str) -> tuple[str, ...]:
+    """What ``<family>_forward`` computes for the caller: y, and the sum of the fused residual add."""
+    return tuple(name for name in ("y", "residual_out") if name in torch_kernels.RETURNS[f"{family}_forward"])
 
 
 class _Normalize(torch.autograd.Function):
-    """y and the statistics of one generated family; backward = the derived closed form.
+    """y (and the fused residual add's sum) and the statistics of one generated family; backward =
+    the derived closed form.
 
     The forward saves xhat and rstd, so a first-order backward runs the closed forms
     directly (``<family>_backward``). Under ``create_graph`` the backward instead runs
@@ -77,45 +85,51 @@ class _Normalize(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, given_mean, given_var, family, eps, group_dims, affine_dims):
-        values = {"x": x, "weight": 1.0 if weight is None else weight, "bias": 0.0 if bias is None else bias,
-                  "mean": given_mean, "var": given_var, "eps": eps, "group_dims": group_dims}
+    def forward(ctx, x, residual, weight, bias, given_mean, given_var, family, eps, weight_offset, group_dims,
+                affine_dims):
+        values = {"x": x, "residual": residual, "weight": 1.0 if weight is None else weight,
+                  "bias": 0.0 if bias is None else bias, "mean": given_mean, "var": given_var, "eps": eps,
+                  "weight_offset": weight_offset, "group_dims": group_dims}
         out = _plan.call_kernel(torch_kernels, f"{family}_forward", values)
-        ctx.family, ctx.eps, ctx.dims = family, eps, (group_dims, affine_dims)
+        ctx.family, ctx.eps, ctx.weight_offset, ctx.dims = family, eps, weight_offset, (group_dims, affine_dims)
         ctx.has_weight = weight is not None
-        ctx.save_for_backward(x, weight, out["xhat"], out["rstd"], given_mean, given_var)
+        ctx.save_for_backward(x, residual, weight, out["xhat"], out["rstd"], given_mean, given_var)
         stats = [out[name] for name in _statistics(family)]
         ctx.mark_non_differentiable(*stats)
-        return (out["y"], *stats)
+        return (*(out[name] for name in _outputs(family)), *stats)
 
     @staticmethod
-    def backward(ctx, grad_y, *_grad_stats):
-        x, weight, xhat, rstd, given_mean, given_var = ctx.saved_tensors
+    def backward(ctx, grad_y, *grad_rest):
+        x, residual, weight, xhat, rstd, given_mean, given_var = ctx.saved_tensors
         group_dims, affine_dims = ctx.dims
         values = {"grad_out": grad_y, "weight": weight if ctx.has_weight else 1.0,
-                  "group_dims": group_dims, "affine_dims": affine_dims}
+                  "weight_offset": ctx.weight_offset, "group_dims": group_dims, "affine_dims": affine_dims}
+        if residual is not None:
+            values["grad_residual_out"] = grad_rest[0]
         if torch.is_grad_enabled():  # create_graph: recompute from x, recorded
-            values.update(x=x, mean=given_mean, var=given_var, eps=ctx.eps)
+            values.update(x=x, residual=residual, mean=given_mean, var=given_var, eps=ctx.eps)
             grads = _plan.call_kernel(torch_kernels, f"{ctx.family}_vjp", values)
         else:
             values.update(xhat=xhat, rstd=rstd)
             grads = _plan.call_kernel(torch_kernels, f"{ctx.family}_backward", values)
-        need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
+        need_x, need_residual, need_weight, need_bias = ctx.needs_input_grad[:4]
         return (grads["dx"] if need_x else None,
+                grads["dx"] if need_residual else None,  # s = x + residual: the derivation proves dresidual = dx
                 grads["dweight"] if need_weight else None,
                 grads.get("dbias") if need_bias else None,
-                None, None, None, None, None, None)
+                None, None, None, None, None, None, None)
 
 
-def _forward(plan: _plan.Plan) -> Tensor:
+def _forward(plan: _plan.Plan) -> tuple[Tensor, ...]:
     values = _plan.kernel_inputs(plan, _BACKEND)
     layout = plan.layout
-    y, *stats = _Normalize.apply(values["x"], None if plan.weight is None else values["weight"],
-                                 None if plan.bias is None else values["bias"], values.get("mean"),
-                                 values.get("var"), plan.family, plan.eps, layout.group_dims, layout.affine_dims)
+    results = _Normalize.apply(values["x"], values.get("residual"), None if plan.weight is None else values["weight"],
+                               None if plan.bias is None else values["bias"], values.get("mean"), values.get("var"),
+                               plan.family, plan.eps, plan.weight_offset, layout.group_dims, layout.affine_dims)
+    outputs = _outputs(plan.family)
     with torch.no_grad():
-        _plan.update_running(plan, dict(zip(_statistics(plan.family), stats)))
-    return _BACKEND.cast(y.reshape(plan.x.shape), plan.x)
+        _plan.update_running(plan, dict(zip(_statistics(plan.family), results[len(outputs):])))
+    return tuple(_BACKEND.cast(result.reshape(plan.x.shape), plan.x) for result in results[:len(outputs)])
 
 
 # The public functions, one pair per variant of the registry (named as in torch.nn.functional).

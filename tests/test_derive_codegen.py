@@ -164,19 +164,19 @@ def test_centered_dx_reads_like_the_spec():
     """dx = rstd * (h - mean_h - xhat * mean_h_xhat), terms in the formula's order and sign:
     one expression where autograd records the code (torch's vjp), the same terms finished in
     place elsewhere, and the docstrings' formula."""
-    in_place = ["h = weight * grad_out", "dx = h - mean_h", "dx -= xhat * mean_h_xhat", "dx *= rstd"]
+    in_place = ["effective_weight = weight + weight_offset", "h = effective_weight * grad_out", "dx = h - mean_h", "dx -= xhat * mean_h_xhat", "dx *= rstd"]
     for dialect in DIALECTS:
         kernels = _kernels(dialect)
         lines = _body_lines(kernels["centered_backward"])
         assert [line for line in lines if line in in_place] == in_place, lines
         doc = ast.get_docstring(kernels["centered_backward"])
         assert "dx = rstd * (h - mean(h) - xhat * mean(h * xhat))" in doc
-        assert "h = weight * grad_out" in doc
+        assert "h = effective_weight * grad_out" in doc
         assert "dx = rstd * (h - xhat * mean(h * xhat))" in ast.get_docstring(kernels["rms_backward"])
     torch_vjp = _body_lines(_kernels(printers.TORCH)["centered_vjp"])
     assert "dx = rstd * (h - mean_h - xhat * mean_h_xhat)" in torch_vjp
     assert "dx = rstd * (h - xhat * mean_h_xhat)" in _body_lines(_kernels(printers.TORCH)["rms_vjp"])
-    assert "y = weight * xhat + bias" in ast.get_docstring(_kernels(printers.NUMPY)["centered_forward"])
+    assert "y = effective_weight * xhat + bias" in ast.get_docstring(_kernels(printers.NUMPY)["centered_forward"])
 
 
 @pytest.mark.parametrize("dialect", DIALECTS, ids=DIALECT_IDS)
