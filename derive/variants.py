@@ -416,4 +416,17 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
              statement="rms_norm = layer_norm (no bias) on input whose groups have mean exactly zero"),
     Relation(name="batch_norm_transposed", variant="batch_norm", other="layer_norm",
              statement="batch_norm of (N, C) = layer_norm of its transpose over the last axis (no affine)"),
+    *(Relation(name=f"offset_is_shifted_weight_{base}", variant=base, other=base,
+               statement=f"{base}(weight_offset=c) = {base}(weight + c, weight_offset=0)")
+      for base in ("layer_norm", "rms_norm")),
+    *(Relation(name=f"fused_add_is_norm_of_sum_{base}", variant=f"fused_add_{base}", other=base,
+               statement=f"fused_add_{base}(x, residual) = ({base}(x + residual), x + residual), gradients included")
+      for base in ("layer_norm", "rms_norm")),
+    *(Relation(name=f"unmodulated_{base}", variant=f"adaptive_{base}", other=base,
+               statement=f"adaptive_{base} with scale = 0 and shift = 0 = {base} without affine parameters")
+      for base in ("layer_norm", "rms_norm")),
+    *(Relation(name=f"modulated_per_sample_{base}", variant=f"adaptive_{base}", other=f"adaptive_{base}",
+               statement=f"adaptive_{base} of a batch = its calls on one sample at a time "
+                         f"(x[b:b+1], scale[b:b+1], ...), stacked")
+      for base in ("layer_norm", "rms_norm")),
 )}
