@@ -12,6 +12,7 @@ Plain Python (no SymPy, no array library), so that every layer imports it cheapl
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from dataclasses import dataclass, field
@@ -262,6 +263,8 @@ def _divisors(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 _NORMALIZED_NDIM = Setting(name="normalized_ndim", values=_normalized_ndims, argument="normalized_shape",
                            to_argument=lambda shape, n: tuple(shape[len(shape) - n:]))
+# the adaptive norms keep the first axis out: it is the sample axis of scale and shift
+_MODULATED_NDIM = dataclasses.replace(_NORMALIZED_NDIM, values=lambda shape: _normalized_ndims(shape[1:]))
 _TRAILING_READER = dict(input_axes="(*leading, *normalized_shape)", affine="element of normalized_shape",
                         work_axes=("leading", "normalized_shape"), example_shape=(8, 10, 16),
                         example_arguments={"normalized_shape": (16,)})
@@ -368,7 +371,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
         name="adaptive_layer_norm", summary="layer_norm without affine, then xhat * (1 + scale) + shift per sample",
         arguments=(_X, Argument("normalized_shape"), Argument("scale"), Argument("shift"), Argument("eps", 1e-6)),
         parameter_names=_MODULATED_PARAMETERS, parameters_required=True, fixed_weight_offset=1.0,
-        layout=layouts.modulated_layout, layout_arguments=("normalized_shape",), settings=(_NORMALIZED_NDIM,),
+        layout=layouts.modulated_layout, layout_arguments=("normalized_shape",), settings=(_MODULATED_NDIM,),
         natural=_MODULATED_NATURAL, group="the trailing normalized_shape, per leading index", **_MODULATED_READER,
         notes=(_MODULATION_NOTE,),
     ),
@@ -376,7 +379,7 @@ VARIANTS: dict[str, Variant] = {v.name: v for v in (
         name="adaptive_rms_norm", summary="rms_norm without affine, then xhat * (1 + scale) per sample",
         arguments=(_X, Argument("normalized_shape"), Argument("scale"), Argument("eps", 1e-6)), centered=False,
         parameter_names=_MODULATED_PARAMETERS, parameters_required=True, fixed_weight_offset=1.0,
-        layout=layouts.modulated_layout, layout_arguments=("normalized_shape",), settings=(_NORMALIZED_NDIM,),
+        layout=layouts.modulated_layout, layout_arguments=("normalized_shape",), settings=(_MODULATED_NDIM,),
         natural=_MODULATED_NATURAL, group="the trailing normalized_shape, per leading index (no centering)",
         **_MODULATED_READER, notes=(_MODULATION_NOTE,),
     ),

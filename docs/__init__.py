@@ -2,10 +2,10 @@
 
 By role: ``mathematics`` (what the statements say, read off ``normspec.derive``),
 ``prose`` (the hand-written text: ``templates/*.md``, ``statements.toml``,
-``conventions.toml``, ``style.css``), ``statements`` (formulas with their prose and
-checks), ``figures`` (matplotlib), ``battery_data`` (docs/verification.json), ``pages``
-(the Markdown), ``site`` (the HTML) and ``generate`` (every file, and ``run``, which
-``normspec docs`` calls). Nothing imports this package but the CLI.
+``conventions.toml``, ``bugs.toml``, ``style.css``), ``statements`` (formulas with their prose
+and checks), ``bugs`` (the typical bugs, with what each computes), ``figures`` (matplotlib),
+``battery_data`` (docs/verification.json), ``pages`` (the Markdown), ``site`` (the HTML) and
+``generate`` (every file, and ``run``, which ``normspec docs`` calls). Nothing imports this package but the CLI.
 """
 from normspec.docs.generate import generated_files, run
 

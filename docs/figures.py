@@ -45,7 +45,7 @@ def new_figure(width: float, height: float) -> Figure:
 
 def evaluate_program(family: sym.Family, x: np.ndarray, eps: float) -> dict[sp.Symbol, np.ndarray | float]:
     """The forward program on numbers: every node evaluated from its SymPy expression."""
-    values: dict[sp.Symbol, np.ndarray | float] = {sym.x: x, sym.eps: eps, sym.gamma: 1.0, sym.beta: 0.0}
+    values: dict[sp.Symbol, np.ndarray | float] = {sym.x: x, sym.eps: eps, sym.w: 1.0, sym.c: 0.0, sym.beta: 0.0}
     for node in family.program():
         free = sorted(node.expr.free_symbols, key=str)
         value = sp.lambdify(free, node.expr, "numpy")(*(values[s] for s in free))

@@ -30,8 +30,91 @@ def family_of(record: Variant, batch_statistics: bool = True) -> sym.Family:
     return FAMILIES[record.family(batch_statistics)]
 
 
+def base_family(family: sym.Family) -> sym.Family:
+    """The family without the fused residual add (the family itself when it has none)."""
+    return next(f for f in sym.FAMILIES if not f.residual and (f.centered, f.batch_statistics, f.has_bias)
+                == (family.centered, family.batch_statistics, family.has_bias))
+
+
+def normalized_input(family: sym.Family) -> sp.Symbol:
+    """What the family normalizes: x, or s = x + x_r for the fused residual add."""
+    return sym.s if family.residual else sym.x
+
+
+# --- how a page writes the affine step --------------------------------------------------------
+
+@dataclass(frozen=True)
+class Notation:
+    """How a variant's page writes the derivation's affine step, gamma = w + c.
+
+    ``offset`` is what c is on the page: the symbol c where the variant has the weight_offset
+    option, the number it fixes (the adaptive norms: 1), or 0 where it has none. ``weight`` and
+    ``bias`` are the symbols w and beta print as: gamma and beta without an offset (so those pages
+    read y = gamma xhat + beta, as before the offset existed), the signature's names otherwise
+    (scale and shift). Only with the option is the node gamma = w + c kept; elsewhere gamma is
+    written out (1 + scale).
+    """
+
+    family: sym.Family
+    offset: sp.Expr
+    weight: sp.Symbol
+    bias: sp.Symbol
+
+    @property
+    def has_offset(self) -> bool:
+        return self.offset != 0
+
+    @property
+    def keeps_gamma(self) -> bool:
+        """gamma = w + c stays a node of the page's forward (the weight_offset option)."""
+        return self.offset == sym.c
+
+    @property
+    def substitutions(self) -> dict[sp.Symbol, sp.Expr]:
+        return {sym.c: self.offset, sym.w: self.weight, sym.beta: self.bias}
+
+    @property
+    def multiplier(self) -> sp.Expr:
+        """What gamma is on the page: gamma itself, or its value written out (1 + scale)."""
+        if self.keeps_gamma:
+            return sym.gamma
+        return gamma_value().xreplace(self.substitutions)
+
+    def show(self, expr: sp.Expr) -> sp.Expr:
+        """``expr`` of the derivation in the page's symbols."""
+        return sp.sympify(expr).xreplace({sym.gamma: self.multiplier}).xreplace(self.substitutions)
+
+    def program(self) -> tuple[sym.Node, ...]:
+        """The family's forward program in the page's symbols (gamma = w + c only with the option)."""
+        return tuple(sym.Node(n.target, self.show(n.expr), n.reduced) for n in self.family.program()
+                     if n.target != sym.gamma or self.keeps_gamma)
+
+
+def gamma_value() -> sp.Expr:
+    """gamma in terms of the weight and the offset, from the program's node for gamma."""
+    return next(n.expr for n in sym.CENTERED.program() if n.target == sym.gamma)
+
+
+def symbol_of(name: str) -> sp.Symbol:
+    """A signature's argument name as a symbol of the page (scale, shift)."""
+    return sp.Symbol(rf"\text{{{name}}}", real=True)
+
+
+def notation_of(record: Variant | None, family: sym.Family | None = None) -> Notation:
+    """The notation of ``record``'s page for ``family`` (default: its own; None: a page without
+    an offset, the index's corrections)."""
+    family = family or family_of(record)
+    if record is not None and record.fixed_weight_offset is not None:
+        return Notation(family, sp.nsimplify(record.fixed_weight_offset), symbol_of(record.parameter("weight")),
+                        symbol_of(record.parameter("bias")))
+    if record is not None and record.option("weight_offset") is not None:
+        return Notation(family, sym.c, sym.w, sym.beta)
+    return Notation(family, sp.Integer(0), sym.gamma, sym.beta)
+
+
 def with_h(expr: sp.Expr) -> sp.Expr:
-    """Write gamma * g as h (the derivation's VJPs only contain g through gamma * g)."""
+    """Write gamma * g as h (the derivation's VJPs only contain g through gamma * g; gamma is the
+    program's multiplier w + c, kept as a symbol in the closed forms, not the weight w)."""
     return expr.subs(sym.g * sym.gamma, H)
 
 
@@ -58,11 +141,12 @@ def node_equation(node: sym.Node) -> str:
 def jacobian_entry(vjp: sp.Expr) -> sp.Expr:
     """d xhat_i / d x_j for i, j in one group, read off a VJP of the derivation.
 
-    ``vjp`` is dx_j for the loss sum_k g_k y_k; it is linear in g. With gamma = 1 and
-    g the unit vector e_i, dx_j is d xhat_i / d x_j: outside a group mean g becomes
-    delta_ij and every field is taken at j; inside, mean_k(g_k q_k) becomes q_i / N.
+    ``vjp`` is dx_j for the loss sum_k g_k y_k (+ g_s s_k for the fused residual add); it is
+    linear in g. With gamma = 1, g_s = 0 and g the unit vector e_i, dx_j is d xhat_i / d x_j:
+    outside a group mean g becomes delta_ij and every field is taken at j; inside,
+    mean_k(g_k q_k) becomes q_i / N.
     """
-    expr = vjp.subs(sym.gamma, 1)
+    expr = vjp.subs({sym.gamma: 1, sym.g_s: 0})
     means: dict[sp.Symbol, sp.Expr] = {}
 
     def unit_mean(mean: sym.GroupMean) -> sp.Symbol:
@@ -125,10 +209,11 @@ def rstd_value() -> sp.Expr:
 
 
 def output_of(family: sym.Family) -> sp.Expr:
-    """y in terms of x, the statistics (symbols), eps and the affine parameters."""
+    """y in terms of the normalized input (x, or s for the fused residual add), the statistics
+    (symbols), eps, the weight, the offset and the bias."""
     values: dict = {}
     for node in family.program():
-        if not node.reduced:
+        if not node.reduced and node.target != sym.s:
             values[node.target] = node.expr.xreplace(values)
     return values[sym.y]
 
@@ -152,9 +237,10 @@ def second_moment_at(family: sym.Family, ratio: int) -> sp.Expr:
 
 
 def identity_recovery(family: sym.Family, gamma: sp.Expr) -> sp.Expr:
-    """y - x with the given gamma and beta = mu (the group mean; 0 without centering)."""
-    y = output_of(family).xreplace({sym.gamma: gamma, sym.beta: sym.mu})
-    return sp.factor(sp.simplify(y - sym.x))
+    """y - x (y - s for the fused add) with the multiplier gamma = w + c set to ``gamma`` (the
+    weight w = gamma - c, whatever the offset) and beta = mu (the group mean; 0 without centering)."""
+    y = output_of(family).xreplace({sym.w: gamma - sym.c, sym.beta: sym.mu})
+    return sp.factor(sp.simplify(y - normalized_input(family)))
 
 
 def shifted_center(family: sym.Family) -> tuple[sp.Expr, sp.Expr]:
@@ -163,23 +249,89 @@ def shifted_center(family: sym.Family) -> tuple[sp.Expr, sp.Expr]:
     return shifted, sp.simplify(shifted - composed(family)[sym.xc])
 
 
+def scaling(family: sym.Family) -> dict[sp.Symbol, sp.Expr]:
+    """The inputs scaled by a (x, and the residual of the fused add) and eps by a squared."""
+    inputs = (sym.x, sym.residual) if family.residual else (sym.x,)
+    scaled = {v: sp.Mul(SCALE, v, evaluate=False) for v in inputs}  # unevaluated: printed a x, not x a
+    return {**scaled, sym.eps: sp.Mul(SCALE**2, sym.eps, evaluate=False)}
+
+
 def scale_invariant(family: sym.Family) -> bool:
-    """xhat with x scaled by a and eps by a squared equals xhat."""
-    scaled = composed(family, {sym.x: SCALE * sym.x, sym.eps: SCALE**2 * sym.eps})[sym.xhat]
+    """xhat with the inputs scaled by a and eps by a squared equals xhat."""
+    scaled = composed(family, scaling(family))[sym.xhat]
     return sp.simplify(scaled - composed(family)[sym.xhat]) == 0
 
 
-def gradient_sums(family: sym.Family) -> tuple[sp.Expr, sp.Expr]:
-    """sum over the group of dx, and of dx * xhat (the eps term), with h = gamma * g."""
+def pass_through(family: sym.Family) -> tuple[sp.Expr, sp.Expr]:
+    """dx as (what passes through unchanged, the norm's J^T h): (g_s, dx of the family without the
+    residual) for the fused add, (0, dx) otherwise; checked to sum to the derived dx."""
     dx = sym.derive(family).dx
+    passed = sym.g_s if family.residual else sp.Integer(0)
+    norm = sym.derive(base_family(family)).dx
+    if sp.expand(passed + norm - dx) != 0:
+        raise AssertionError(f"{family.name}: dx is not the pass-through plus the norm's VJP")
+    return passed, norm
+
+
+def gradient_sums(family: sym.Family) -> tuple[sp.Expr, sp.Expr]:
+    """sum over the group of dx less its pass-through (g_s), and of that times xhat (the eps term),
+    with h = gamma * g."""
+    passed, _ = pass_through(family)
+    dx = sym.derive(family).dx - passed
     return with_h(N * group_mean_of(dx, family)), with_h(N * group_mean_of(dx * sym.xhat, family))
 
 
 def constant_group(family: sym.Family) -> tuple[sp.Expr, sp.Expr]:
     """y and dx of a group whose elements all equal the mean (var = 0, xhat = 0)."""
-    y = output_of(family).xreplace({sym.x: sym.mu, sym.var: 0})
+    y = output_of(family).xreplace({normalized_input(family): sym.mu, sym.var: 0})
     dx = with_h(sym.derive(family).dx).xreplace({sym.xhat: 0, sym.rstd: 1 / sp.sqrt(sym.eps)})
     return y, dx
+
+
+# --- the weight offset and the fused add: what holds, and what the known bugs compute ----------------
+
+def affine_step(family: sym.Family) -> sp.Expr:
+    """y in terms of xhat, the weight, the offset and the bias (the program's node for y, gamma written out)."""
+    return next(n.expr for n in family.program() if n.target == sym.y).xreplace({sym.gamma: gamma_value()})
+
+
+def offset_is_shifted_weight(family: sym.Family) -> tuple[dict[sp.Symbol, sp.Expr], sp.Expr]:
+    """y with the offset folded into the weight (w -> w + c, c -> 0), checked equal to y."""
+    folded = {sym.w: sym.w + sym.c, sym.c: 0}
+    y = affine_step(family)
+    if sp.expand(y.xreplace(folded) - y) != 0:
+        raise AssertionError(f"{family.name}: the offset is not a shifted weight")
+    return folded, y
+
+
+def unmodulated(family: sym.Family) -> tuple[dict[sp.Symbol, sp.Expr], sp.Expr]:
+    """y with weight and bias 0 (an adaptive norm's scale = shift = 0), at offset 1: xhat."""
+    zero = {sym.w: 0, **({sym.beta: 0} if family.has_bias else {})}
+    y = affine_step(family).xreplace(zero).xreplace({sym.c: 1})
+    if y != sym.xhat:
+        raise AssertionError(f"{family.name}: zero modulation is not the plain normalized value")
+    return zero, y
+
+
+def mistake(key: str, family: sym.Family) -> tuple[str, sp.Expr, sp.Expr]:
+    """What a known bug computes instead, derived from the closed forms: (the quantity, its buggy
+    value, the right value minus it). Keys: offset_dropped (the forward multiplies by w alone),
+    offset_dropped_in_backward (dx reads gamma = w), sum_before_norm (the fused add's backward
+    applies the norm's VJP to g + g_s instead of adding g_s to the norm's VJP of g)."""
+    forms = sym.derive(family)
+    if key == "offset_dropped":
+        right = affine_step(family)
+        wrong = right.xreplace({sym.c: 0})
+        return "y", wrong, tidy(right - wrong)
+    if key == "offset_dropped_in_backward":
+        right = forms.dx.xreplace({sym.gamma: gamma_value()})
+        wrong = forms.dx.xreplace({sym.gamma: sym.w})
+    elif key == "sum_before_norm":
+        right = forms.dx
+        wrong = sym.derive(base_family(family)).dx.xreplace({sym.g: sym.g + sym.g_s})
+    else:
+        raise KeyError(f"no derived mistake {key!r}")
+    return "dx", wrong, tidy(sym.expand_means(sp.expand(right - wrong)))
 
 
 def rms_is_centered_at_zero_mean() -> sp.Expr:

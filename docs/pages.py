@@ -18,7 +18,7 @@ from normspec.derive.dtypes import DTYPES, machine_eps
 from normspec.derive.latex import equation
 from normspec.derive.outputs import MARKER
 from normspec.derive.variants import Variant
-from normspec.docs import battery_data, figures, mathematics as m, prose, statements as st
+from normspec.docs import battery_data, bugs, figures, mathematics as m, prose, statements as st
 from normspec.verify.checks import CHECKS
 from normspec.verify.implementations.builtin import BUILTIN
 from normspec.verify.running.battery import EXPECTED, FAILED, PASSED, SKIPPED
@@ -71,12 +71,20 @@ def table(columns: tuple[str, ...], rows: list[tuple]) -> str:
 
 # --- a variant's page ---------------------------------------------------------------------------
 
+def parameter_names(record: Variant) -> tuple[str, ...]:
+    """What the page calls the affine parameters: gamma and beta without an offset, else the signature's names."""
+    names = ("gamma", "beta")
+    if m.notation_of(record).has_offset:
+        names = (record.parameter("weight"), record.parameter("bias"))
+    return names if record.has_bias else names[:1]
+
+
 def shapes_table(record: Variant) -> str:
     layout = record.example_layout()
     call = ", ".join(["x"] + [f"{k}={val}" for k, val in record.example_arguments.items()])
     groups = math.prod(layout.work_shape) // layout.group_size
-    params = "gamma" + (" and beta" if record.has_bias else "")
-    grads = "d gamma" + (", d beta" if record.has_bias else "")
+    names = parameter_names(record)
+    params, grads = " and ".join(names), ", ".join(f"d {name}" for name in names)
     rows = [
         ("input", record.input_axes, f"x.shape = {record.example_shape}"),
         ("working shape (x is reshaped to it)", " x ".join(record.work_axes), str(layout.work_shape)),
@@ -140,21 +148,29 @@ def battery_variant_table(record: Variant, records: list[dict] | None) -> str:
     return prose.text("battery_table") + "\n\n" + table(columns, rows)
 
 
+def jacobian_note(record: Variant, family) -> str:
+    """What the Jacobian section adds for eval mode (given statistics) and for the fused add."""
+    given = prose.text("jacobian_given", mode=record.running.mode_argument) if record.running else ""
+    return given + (prose.text("jacobian_residual") if family.residual else "")
+
+
 def variant_page(record: Variant, records: list[dict] | None) -> str:
     family = m.family_of(record)
+    notation = m.notation_of(record)
     layout = record.example_layout()
-    here = [c for c in st.corrections(family) if record.name in c.variants]
+    here = [c for c in st.corrections(notation) if record.name in c.variants]
     running, closing = st.running_statements(record)
     # slot -> the statements it shows (the checks table links each check to their headings)
     shown = {
         "shapes": st.shapes_statements(record),
         "statistics": st.statistics_statements(family),
-        "forward": st.forward_statements(family),
+        "forward": st.forward_statements(notation),
         "jacobian": st.jacobian_statements(family),
-        "backward": st.backward_statements(family, record.axes(layout.affine_dims)),
-        "invariants": st.invariant_statements(family),
+        "backward": st.backward_statements(record, notation, record.axes(layout.affine_dims)),
+        "invariants": st.invariant_statements(record, notation),
         "running": running,
         "corrections": [c.right for c in here],
+        "bugs": bugs.bug_statements(record, notation),
     }
     where = headings(prose.template("variant"))
     sections: dict[str, list[st.Statement]] = {}  # heading -> statements, in the page's order
@@ -165,23 +181,51 @@ def variant_page(record: Variant, records: list[dict] | None) -> str:
     text = {slot: _joined(*(st.render(s, record) for s in items)) for slot, items in shown.items()}
     text["running"] = _joined(text["running"], closing)
     text["corrections"] = _joined(*(st.correction_text(c, record) for c in here))
+    text["bugs"] = (_joined(prose.text("bugs"), text["bugs"]) if text["bugs"]
+                    else prose.text("no_bugs", variant=record.name))
     return prose.page(
         "variant", header=header(record.name), nav=nav(record.name), variant=record.name, group=record.group,
-        affine=record.affine, family=family.name,
+        affine=record.affine, family=family.name, figure_family=m.base_family(family).name,
         given_family=prose.text("given_family", **given) if given else "",
         shapes_table=shapes_table(record), group_sentence=record.group[0].upper() + record.group[1:],
-        jacobian_given=prose.text("jacobian_given", mode=given["mode"]) if given else "",
+        jacobian_note=jacobian_note(record, family),
         jacobian_n=figures.JACOBIAN_N, proof_note=proof_note(), checks_table=checks_table(record, sections),
         battery_table=battery_variant_table(record, records), deviations=deviations_section(record), **text)
 
 
 # --- the index ----------------------------------------------------------------------------------
 
+def _offset_cell(v: Variant) -> str:
+    if v.fixed_weight_offset is not None:
+        return f"fixed: {v.fixed_weight_offset:g} + {v.parameter('weight')}"
+    return f"option `{variants.WEIGHT_OFFSET.name}`" if v.option(variants.WEIGHT_OFFSET.name) else "no"
+
+
 def variants_table() -> str:
     rows = [(f"[{name}]({name}.md)", " x ".join(v.work_axes), v.group, v.affine, "yes" if v.has_bias else "no",
-             "yes" if v.centered else "no", v.family()) for name, v in variants.VARIANTS.items()]
-    columns = ("variant", "input", "group (statistics shared over)", "gamma, beta per", "bias", "centering", "family")
+             "yes" if v.centered else "no", _offset_cell(v), "yes" if v.residual else "no", v.family())
+            for name, v in variants.VARIANTS.items()]
+    columns = ("variant", "input", "group (statistics shared over)", "gamma, beta per", "bias", "centering",
+               "weight offset", "residual add", "family")
     return table(columns, rows)
+
+
+def modulated(v: Variant) -> bool:
+    return v.fixed_weight_offset is not None
+
+
+def modulated_gamma() -> sp.Expr:
+    """gamma as the modulated variants write it (1 + scale)."""
+    return m.notation_of(variants.get(variants.matching(modulated)[0])).multiplier
+
+
+def _listed(predicate) -> str:
+    return ", ".join(f"[{name}]({name}.md)" for name in variants.matching(predicate))
+
+
+def bugs_table() -> str:
+    rows = [(b.title, b.issue, ", ".join(f"[{v}]({v}.md#typical-bugs)" for v in b.variants)) for b in bugs.bugs()]
+    return table(("bug class", "reported in", "variants"), rows)
 
 
 def conventions_table() -> str:
@@ -208,7 +252,7 @@ def verification_section(records: list[dict] | None) -> str:
 
 
 def index_page(records: list[dict] | None) -> str:
-    program = sym.CENTERED.program()
+    program = m.Notation(sym.CENTERED, sym.c, sym.w, sym.beta).program()
     k = sp.Symbol("k", integer=True)
     q = sp.IndexedBase("q")
     rms_lhs = r"\hat{x}_{\text{centered}}\Big|_{\operatorname{mean}_{\text{group}}\left(x\right) = 0}"
@@ -223,6 +267,12 @@ def index_page(records: list[dict] | None) -> str:
         var=st.inline(sym.var), proof_note=proof_note(), variants_table=variants_table(),
         variant_links=", ".join(f"[{v}]({v}.md)" for v in variants.NAMES), identity_checks=identity_checks(),
         rms_identity=st.display(equation(rms_lhs, m.rms_is_centered_at_zero_mean(), r"\hat{x}_{\text{rms}}")),
-        conventions_table=conventions_table(), family=sym.CENTERED.name,
-        corrections=_joined(*(st.correction_text(c, None) for c in st.corrections(sym.CENTERED))),
+        conventions_table=conventions_table(), family=sym.CENTERED.name, bugs_table=bugs_table(),
+        gamma=st.inline(equation(sym.gamma, m.gamma_value())), c=st.inline(sym.c),
+        c_zero=st.inline(equation(sym.c, 0)),
+        s=st.inline(equation(sym.s, sym.x + sym.residual)), g_s=st.inline(sym.g_s),
+        offset_variants=_listed(lambda v: v.option(variants.WEIGHT_OFFSET.name) is not None),
+        residual_variants=_listed(lambda v: v.residual), modulated_variants=_listed(modulated),
+        modulated=st.inline(equation(sym.gamma, modulated_gamma())),
+        corrections=_joined(*(st.correction_text(c, None) for c in st.corrections(m.notation_of(None, sym.CENTERED)))),
         verification=verification_section(records), hash=codegen.derivation_hash())

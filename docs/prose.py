@@ -4,6 +4,7 @@
   placeholders (:class:`string.Template`) for what is computed: formulas, tables, statements;
 - ``statements.toml``: the statements, corrections and short texts (see its header);
 - ``conventions.toml``: the table of framework conventions on the index page;
+- ``bugs.toml``: the typical bugs of the variants, each with the public issue that reported it;
 - ``style.css``: the stylesheet of the standalone site.
 
 :func:`fill` refuses a slot left empty and a value without a slot, so a renamed slot
@@ -21,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATEMENTS = HERE / "statements.toml"
 CONVENTIONS = HERE / "conventions.toml"
+BUGS = HERE / "bugs.toml"
 STYLE = HERE / "style.css"
 
 
@@ -79,6 +81,11 @@ def text(key: str, **slots: object) -> str:
 def conventions() -> dict:
     """conventions.toml: ``columns`` (key -> heading) and ``rows`` (key -> cell)."""
     return _toml(CONVENTIONS)
+
+
+def bugs() -> dict[str, dict]:
+    """bugs.toml: key -> the record of one bug class, in the file's order."""
+    return _toml(BUGS)["bug"]
 
 
 def style() -> str:

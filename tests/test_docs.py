@@ -93,7 +93,8 @@ def test_with_battery_records_the_run_and_draws_it(tmp_path, monkeypatch, capsys
     assert docs.run(with_battery=True) == 0
     assert battery_data.read_verification(tmp_path / "verification.json") == records
     assert (tmp_path / "spec" / "img" / "battery.png").read_bytes().startswith(b"\x89PNG")
-    assert "| numpy_ref | 5 | 0 | 0 | 0 |" in (tmp_path / "spec" / "index.md").read_text()
+    n = len(variants.NAMES)
+    assert f"| numpy_ref | {n} | 0 | 0 | 0 |" in (tmp_path / "spec" / "index.md").read_text()
     capsys.readouterr()
     assert docs.run(check=True, with_battery=True) == 0, capsys.readouterr().out
 
@@ -218,6 +219,123 @@ def test_invariants_are_the_known_identities():
     assert mathematics.gradient_sums(sym.CENTERED)[0] == 0 and mathematics.gradient_sums(sym.RMS)[0] != 0
 
 
+# --- the options of the program: weight offset, fused residual add, modulation ----------------------
+
+NEW_VARIANTS = ("fused_add_layer_norm", "fused_add_rms_norm", "adaptive_layer_norm", "adaptive_rms_norm")
+
+
+def _section(page: str, heading: str) -> str:
+    start = page.index(f"\n## {heading}\n")
+    end = page.find("\n## ", start + 1)
+    return page[start:end if end >= 0 else None]
+
+
+def _display(page: str) -> list[str]:
+    return [tex for kind, tex in latex.formulas(page) if kind == "display"]
+
+
+def test_every_new_variant_has_its_page(files):
+    md, html = _pages(files, ".md"), _pages(files, ".html")
+    for name in NEW_VARIANTS:
+        assert name in md and name in html, name
+        assert f"[{name}]({name}.md)" in md["index"]
+
+
+@pytest.mark.parametrize("name", ["fused_add_layer_norm", "fused_add_rms_norm"])
+def test_fused_add_page_sums_first_and_passes_the_residual_gradient_through(files, name):
+    page = _pages(files, ".md")[name]
+    forward = _display(_section(page, "Forward"))
+    assert forward[0] == latex.equation(sym.s, sym.x + sym.residual), forward  # s = x + x_r comes first
+    assert not any(tex.startswith("x_{c} = x") for tex in forward)  # the norm's input is s
+    backward = _display(_section(page, "Backward (VJP)"))
+    g_s = latex.latex(sym.g_s)
+    assert any(tex.startswith("dx = " + g_s + " + r") for tex in backward), backward  # g_s beside J^T h
+    assert any(tex.startswith(r"dx_{\text{direct}} = " + g_s) for tex in backward)
+    assert "dx_{r} = dx" in backward and any(tex.startswith("dx - " + g_s + " = r") for tex in backward)
+    invariants = _display(_section(page, "Invariants"))
+    sums = [tex for tex in invariants if tex.startswith(r"\sum_{\text{group}} \left(dx - " + g_s + r"\right) = ")]
+    assert sums, invariants
+    centered = variants.get(name).centered
+    assert sums[0].endswith(" = 0") == centered  # the sum of dx - g_s over the group is 0 with centering
+
+
+def test_fused_add_pass_through_is_the_plain_norms_vjp():
+    for family in (sym.CENTERED_RESIDUAL, sym.RMS_RESIDUAL):
+        passed, norm = mathematics.pass_through(family)
+        assert passed == sym.g_s and norm == sym.derive(mathematics.base_family(family)).dx
+        assert mathematics.jacobian(family) == mathematics.jacobian(mathematics.base_family(family))
+    assert mathematics.gradient_sums(sym.CENTERED_RESIDUAL)[0] == 0
+    assert mathematics.identity_recovery(sym.CENTERED_RESIDUAL, sp.sqrt(sym.var + sym.eps)) == 0
+
+
+@pytest.mark.parametrize("name", ["adaptive_layer_norm", "adaptive_rms_norm"])
+def test_adaptive_page_shows_one_plus_scale_and_shift(files, name):
+    page = _pages(files, ".md")[name]
+    forward = _display(_section(page, "Forward"))
+    y = forward[-1]
+    assert r"\left(1 + \text{scale}\right)" in y and y.startswith("y = "), y
+    assert (r"\text{shift}" in y) == variants.get(name).has_bias
+    assert not any(tex.startswith(r"\gamma = ") for tex in forward)  # gamma is written out
+    assert r"h = g \left(1 + \text{scale}\right)" in _section(page, "Backward (VJP)")
+    assert r"d\text{scale} = \sum_{\text{non-affine}} \hat{x} g" in page
+    assert "| scale" in page and "| d scale" in page
+    assert r"y\Big|_{\text{scale} \to 0" in page  # zero modulation is the plain norm
+    assert "**gamma and beta are per" not in page  # scale and shift are per sample, not shared
+
+
+@pytest.mark.parametrize("name", ["layer_norm", "rms_norm", "fused_add_layer_norm", "fused_add_rms_norm"])
+def test_offset_pages_show_gamma_as_weight_plus_offset(files, name):
+    page = _pages(files, ".md")[name]
+    assert r"\gamma = c + w" in _display(_section(page, "Forward"))
+    assert r"y = \beta + \hat{x} \gamma" in page or r"y = \hat{x} \gamma" in page
+    invariants = _section(page, "Invariants")
+    assert "**Weight offset.**" in invariants
+    assert r"g \left(c + w\right)" in invariants  # dx reads gamma = w + c ...
+    assert r"dw = \sum_{\text{non-affine}} \hat{x} g" in invariants  # ... d w keeps its form
+
+
+@pytest.mark.parametrize("name", ["batch_norm", "instance_norm", "group_norm"])
+def test_pages_without_the_option_show_no_offset(files, name):
+    page = _pages(files, ".md")[name]
+    for tex in _display(page):
+        bare = re.sub(r"\\(?:text|operatorname)\{[^}]*\}|\\[A-Za-z]+|x_\{c\}", " ", tex)
+        assert not re.search(r"\b[cw]\b", bare), (name, tex)  # neither the offset c nor the weight w
+    assert r"y = \beta + \hat{x} \gamma" in page and r"d\gamma = " in page
+    assert "Weight offset" not in page and "weight_offset" not in page
+    assert "| gamma and beta |" in page
+    if name == "batch_norm":  # eval mode: y = A x + B with A = gamma / sqrt(var + eps), as before the offset
+        assert r"A = \frac{\gamma}{\sqrt{\epsilon + \sigma^{2}}}" in page
+
+
+TYPICAL_BUGS = {
+    "NVIDIA/TransformerEngine#67": ("layer_norm", "rms_norm", *NEW_VARIANTS),
+    "linkedin/Liger-Kernel#74": ("layer_norm", "rms_norm", "fused_add_layer_norm", "fused_add_rms_norm"),
+    "Dao-AILab/quack#53": ("fused_add_layer_norm", "fused_add_rms_norm"),
+    "pytorch/pytorch#108048": ("layer_norm", "fused_add_layer_norm"),
+}
+
+
+def test_typical_bugs_name_their_issues_on_the_pages_they_concern(files):
+    pages = _pages(files, ".md")
+    for name in variants.NAMES:
+        section = _section(pages[name], "Typical bugs")
+        for issue, where in TYPICAL_BUGS.items():
+            assert (issue in section) == (name in where), (name, issue)
+    for issue in TYPICAL_BUGS:
+        assert issue in _section(pages["index"], "Typical bugs")
+    assert prose.BUGS.name == "bugs.toml" and len(prose.bugs()) == len(TYPICAL_BUGS)
+
+
+def test_typical_bugs_show_what_the_bug_computes(files):
+    quack = _section(_pages(files, ".md")["fused_add_rms_norm"], "Typical bugs")
+    wrong = sym.derive(sym.RMS).dx.xreplace({sym.g: sym.g + sym.g_s})  # (dres + dout) * dnorm
+    assert latex.equation(r"dx_{\text{bug}}", wrong) in quack
+    te = _section(_pages(files, ".md")["layer_norm"], "Typical bugs")
+    assert r"dx - dx_{\text{bug}} = c r \left(g - " in te  # off by c times the plain VJP
+    _, wrong, difference = mathematics.mistake("offset_dropped_in_backward", sym.CENTERED)
+    assert sp.expand(sym.expand_means(sp.expand(difference.subs(sym.c, 0)))) == 0
+
+
 def test_verification_report_is_drawn(tmp_path):
     records = [{"implementation": impl, "variant": v, "dtype": d, "check": "forward", "status": status,
                 "max_abs": value}
@@ -230,7 +348,8 @@ def test_verification_report_is_drawn(tmp_path):
     assert battery_data.read_verification(tmp_path / "absent.json") is None
     assert figures.battery_figure(records).startswith(b"\x89PNG")
     page = pages.index_page(records)
-    assert "img/battery.png" in page and "| torch_native | 5 | 5 | 0 | 5 |" in page
+    n = len(variants.NAMES)
+    assert "img/battery.png" in page and f"| torch_native | {n} | {n} | 0 | {n} |" in page
     table = pages.variant_page(variants.get("layer_norm"), records)
     assert "| numpy_ref | float64 | — | 1.00e-16 | 1 | 0 | 0 | 0 |" in table
     assert "| numpy_ref | float32 | — | — | 0 | 1 | 0 | 0 |" in table  # a failure's error is no max

@@ -23,6 +23,7 @@ def test_bug_is_caught_by_the_cli(name, capsys):
     argv = ["verify", "--impl", entry.impl, "--variant", entry.variant]
     if entry.dtypes:
         argv += ["--dtype", ",".join(entry.dtypes)]
+    argv += list(entry.arguments)
     rc = main(argv)
     out = capsys.readouterr().out
     assert rc != 0, f"{name}: the battery passed\n{out}"

@@ -30,7 +30,7 @@ from normspec.verify.implementations.base import ImplementationSummary
 from normspec.verify.implementations.builtin import BUILTIN, builtin
 from normspec.verify.implementations.conventions import parse as parse_conventions
 from normspec.verify.implementations.isolation import isolated
-from normspec.verify.implementations.probing import build, build_module
+from normspec.verify.implementations.probing import build, build_module, parse_options
 from normspec.verify.reporting.outputs import output_folder
 from normspec.verify.reporting.report import Report
 from normspec.verify.reporting.repro import read_case
@@ -45,6 +45,7 @@ __all__ = ["build", "build_module", "check", "replay_case", "replay_file"]
 def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None = None, *,
           backward: Callable | str | None = None,
           conventions: dict[str, object] | Iterable[str] | None = None,
+          options: dict[str, object] | Iterable[str] | None = None,
           device: str = "cpu", dtypes: Iterable[str] | None = None, checks: Iterable[str] | None = None,
           max_examples: int | None = None, expected_failures: Iterable[str] | str | Path | None = None,
           array: str | None = None, name: str | None = None, timeout: float = 60.0,
@@ -70,6 +71,12 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
         ``["running_var=biased", "momentum=old"]`` (keys: ``normspec.verify.implementations.conventions``);
         the truth follows them, no check is switched off. Default: torch's.
 
+    options: keyword options ``impl`` has fixed, ``{"weight_offset": 1.0}`` or
+        ``["weight_offset=1"]`` (a Gemma kernel with the offset built in): every case uses that
+        value and the keyword is passed only where the function takes it. An option the
+        function takes no keyword for is pinned to its default without being named here; the
+        others are drawn (weight_offset: 0, 1 and 0.375) and passed as keywords.
+
     expected_failures: check ids (``variant::dtype::check``) or a file with one per line
         ('#' comments); they are reported as expected failures, and ids that match no
         check are warned about. An expected failure may carry bounds
@@ -81,6 +88,7 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
     """
     timeout = check_timeout(timeout)
     dtypes = _validated(dtypes, DTYPES, "dtypes")
+    pinned = parse_options(options, variants.NAMES)  # validated now; again per variant when built
     checks = _validated(checks, tuple(CHECKS), "checks")
     expected = parse_expected_failures(expected_failures)
     folder = output_folder(artifacts, argument="artifacts") if artifacts is not None else None
@@ -96,13 +104,14 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
         if isinstance(impl, str) and not in_process and (backward is None or isinstance(backward, str)):
             spec = RunSpec(impl, wanted, tuple(dtypes), tuple(checks), timeout, backward=backward, device=device,
                            array=array, name=name, conventions=parse_conventions(conventions).declared(),
-                           isolate=isolate, pending_folder=pending, expected_failures=expected,
+                           options=pinned, isolate=isolate, pending_folder=pending, expected_failures=expected,
                            max_examples=max_examples, seed=seed)
             result, implementation = supervise(spec, progress=progress)
             execution = "a supervised runner process (a hang, an exit or a crash fails one check; the run goes on)"
         else:
             implementation = _built(impl, wanted, module=module, backward=backward, device=device, array=array,
-                                    name=name, timeout=timeout, isolate=isolate, conventions=conventions)
+                                    name=name, timeout=timeout, isolate=isolate, conventions=conventions,
+                                    options=pinned)
             if isolate:
                 implementation = isolated(implementation, artifacts=pending)
             settings = current_settings(max_examples, seeded=seed is not None)
@@ -136,22 +145,23 @@ def _wanted_variants(variant, *, module: bool) -> tuple[str, ...] | None:
     return wanted
 
 
-def _built(impl, wanted, *, module: bool, **options):
+def _built(impl, wanted, *, module: bool, **arguments):
     if module:
-        options.pop("backward")
-        return build_module(impl, variants_wanted=wanted, **options)
-    return build(impl, wanted[0], **options)
+        arguments.pop("backward")
+        return build_module(impl, variants_wanted=wanted, **arguments)
+    return build(impl, wanted[0], **arguments)
 
 
 def _unbuilt(impl, name, device, conventions) -> ImplementationSummary:
     label = name or (impl if isinstance(impl, str) else getattr(impl, "__name__", repr(impl)))
     return ImplementationSummary(label, "torch", None, device, {"impl": impl} if isinstance(impl, str) else {},
-                                 parse_conventions(conventions), ())
+                                 parse_conventions(conventions), ())  # no options: nothing was built
 
 
 def replay_case(impl: Callable | ModuleType | str, check: str, case: str | Case, *,
                 backward: Callable | str | None = None, array: str | None = None,
-                conventions: dict[str, object] | Iterable[str] | None = None, device: str = "cpu",
+                conventions: dict[str, object] | Iterable[str] | None = None,
+                options: dict[str, object] | Iterable[str] | None = None, device: str = "cpu",
                 max_elements: int = MAX_CASE_ELEMENTS) -> list:
     """The comparisons of ``check`` on one ``case`` (a Case or its JSON, as a failure prints it),
     re-run now on ``impl``: what a failure's printed reproduction calls."""
@@ -159,10 +169,10 @@ def replay_case(impl: Callable | ModuleType | str, check: str, case: str | Case,
     if not isinstance(case, Case):
         case = Case.from_json(case, argument="case", max_elements=max_elements)
     if isinstance(impl, ModuleType) or (isinstance(impl, str) and ":" not in impl):
-        implementation = build_module(impl, device=device, array=array, conventions=conventions)
+        implementation = build_module(impl, device=device, array=array, conventions=conventions, options=options)
     else:
         implementation = build(impl, case.variant, backward=backward, device=device, array=array,
-                               conventions=conventions)
+                               conventions=conventions, options=options)
     return bat.check_case(implementation, check, case)
 
 
@@ -182,7 +192,8 @@ def replay_file(path: str | Path, *, impl: str, backward: str | None = None, dev
         implementation = dataclasses.replace(implementation, device=device)
     else:
         implementation = build(impl, case.variant, backward=backward, device=device, array=meta["array"],
-                               conventions=meta.get("conventions"))  # as declared when it was written
+                               conventions=meta.get("conventions"),  # as declared when it was written
+                               options=meta.get("options"))
     return case, meta["check"], bat.check_case(implementation, meta["check"], case)
 
 

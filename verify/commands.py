@@ -34,6 +34,7 @@ from normspec.verify.reporting.repro import read_case
 from normspec.verify.running import battery as bat
 from normspec.verify.running.expected_failures import parse as parse_expected_failures
 from normspec.verify.running.profiles import current_settings
+from normspec.verify.implementations.probing import parse_options
 
 console = make_console()
 
@@ -42,6 +43,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     _require_device(args.device)
     require(not args.convention or args.user_impl, "--convention", args.convention,
             "--impl of your own with it (the built-ins follow torch's conventions)")
+    require(not args.option or args.user_impl, "--option", args.option,
+            "--impl of your own with it (the built-ins take every option as a keyword)")
     function = args.user_impl is not None and ":" in args.user_impl
     require(not args.backward or function, "--backward", args.backward, "--impl package.module:function with it")
     require(not function or len(args.variant or ()) == 1, "--variant", ",".join(args.variant or ()) or None,
@@ -58,7 +61,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.user_impl:
         with _progress(f"{args.user_impl}") as advance:
             reports.append(api.check(args.user_impl, args.variant, backward=args.backward, device=args.device,
-                                     conventions=args.convention,
+                                     conventions=args.convention, options=args.option,
                                      dtypes=args.dtype, checks=args.check, max_examples=args.max_examples,
                                      expected_failures=parse_expected_failures(args.expected_failures,
                                                                                argument="--expected-failures"),
@@ -124,9 +127,9 @@ def _user_implementation(args: argparse.Namespace):
     if ":" not in args.user_impl:
         return api.build_module(args.user_impl, variants_wanted=tuple(args.variant or ()) or None,
                                 device=args.device, timeout=args.timeout, array=args.array,
-                                conventions=args.convention)
+                                conventions=args.convention, options=args.option)
     return api.build(args.user_impl, args.variant[0], backward=args.backward, device=args.device,
-                     timeout=args.timeout, array=args.array, conventions=args.convention)
+                     timeout=args.timeout, array=args.array, conventions=args.convention, options=args.option)
 
 
 def _require_device(device: str) -> None:
@@ -250,6 +253,10 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--convention", type=_convention_option, action="append", default=None,
                         metavar="KEY=VALUE", help="a convention --impl declares (repeatable), e.g. running_var=biased, "
                                                   "momentum=old; keys: " + ", ".join(declared_conventions.KEYS))
+    parser.add_argument("--option", type=_pinned_option, action="append", default=None, metavar="NAME=VALUE",
+                        help="a keyword option --impl has fixed (repeatable), e.g. weight_offset=1 for a Gemma "
+                             "kernel: every case uses it, and the keyword is passed only where the function "
+                             "takes it (default: options are drawn and passed as keywords)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--max-examples", type=positive_int, default=None,
                         help="examples per check (default: the HYPOTHESIS_PROFILE, 'ci')")
@@ -293,6 +300,15 @@ def _impl_option(builtins_parser):
         return builtins_parser(text)
 
     return parse
+
+
+def _pinned_option(text: str) -> str:
+    """One ``--option name=value``, validated (an option of some variant, with a value it takes)."""
+    try:
+        parse_options([text], VARIANT_NAMES, argument="--option")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _convention_option(text: str) -> str:

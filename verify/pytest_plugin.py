@@ -44,6 +44,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="file of test ids (variant-dtype-check or variant::dtype::check) expected to fail")
     group.addoption("--normspec-convention", action="append", default=None, metavar="KEY=VALUE",
                     help="a convention the implementation declares (repeatable), e.g. running_var=biased")
+    group.addoption("--normspec-option", action="append", default=None, metavar="NAME=VALUE",
+                    help="a keyword option the implementation has fixed (repeatable), e.g. weight_offset=1")
 
 
 @dataclass
@@ -59,6 +61,7 @@ class NormspecCheck:
     expected_failure: Any = None  # the listed ExpectedFailure entry (with its bounds), if any
     strict: bool = False  # range limits fail too
     conventions: Any = None  # the declared Conventions (None: torch's)
+    options: tuple = ()  # the pinned options, as sorted (name, value) pairs (hashable: the build is cached)
 
     @property
     def id(self) -> str:
@@ -71,7 +74,8 @@ class NormspecCheck:
 
         from normspec.verify.reporting.report import reproduction
 
-        implementation = _implementation(self.impl, self.variant, self.backward, self.device, self.conventions)
+        implementation = _implementation(self.impl, self.variant, self.backward, self.device, self.conventions,
+                                         self.options)
         listed = {self.expected_failure.check_id: self.expected_failure} if self.expected_failure else {}
         report = run_check(implementation, CHECKS[self.check], self.variant, self.dtype, expected_failures=listed)
         if report.status == SKIPPED:
@@ -86,21 +90,23 @@ class NormspecCheck:
             message = f"{report.id}: {report.reason}"
             if report.case is not None:
                 message += (f"\n  minimal case: {report.case.short()}\n  reproduce: "
-                            f"{reproduction(report, implementation.conventions)}")
+                            f"{reproduction(report, implementation.conventions, implementation.options)}")
             pytest.fail(message, pytrace=False)
 
 
 @functools.lru_cache(maxsize=None)
-def _implementation(impl: Any, variant: str, backward: Any, device: str, conventions: Any = None):
+def _implementation(impl: Any, variant: str, backward: Any, device: str, conventions: Any = None,
+                    options: tuple = ()):
     from normspec.verify.api import build
 
-    return build(impl, variant, backward=backward, device=device, conventions=conventions)
+    return build(impl, variant, backward=backward, device=device, conventions=conventions, options=dict(options))
 
 
 def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[str] = DTYPES,
                        checks: Iterable[str] | None = None, backward: Callable | str | None = None,
                        device: str = "cpu", expected_failures: Iterable[str] = (),
                        conventions: dict | Iterable[str] | None = None,
+                       options: dict | Iterable[str] | None = None,
                        strict: bool = False) -> pytest.MarkDecorator:
     """``pytest.mark.parametrize`` over the battery: the test gets ``normspec_check``."""
     from normspec.verify.checks import CHECKS
@@ -108,6 +114,7 @@ def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[s
     items = _items(impl, variant, dtypes, checks or list(CHECKS), backward, device,
                    parse_expected_failures(expected_failures), strict)
     _declare(items, conventions, argument="conventions")
+    _pin(items, options, variant, argument="options")
     return pytest.mark.parametrize("normspec_check", items, ids=[item.id for item in items])
 
 
@@ -118,6 +125,15 @@ def _declare(items: list[NormspecCheck], conventions: Any, *, argument: str) -> 
     declared = parse(conventions, argument=argument)
     for item in items:
         item.conventions = declared
+
+
+def _pin(items: list[NormspecCheck], options: Any, variant: str, *, argument: str) -> None:
+    """The implementation's pinned options on every item (validated now, at collection)."""
+    from normspec.verify.implementations.probing import parse_options
+
+    pinned = tuple(sorted(parse_options(options, (variant,), argument=argument).items()))
+    for item in items:
+        item.options = pinned
 
 
 def _items(impl, variant: str, dtypes: Iterable[str], checks: Iterable[str], backward, device: str,
@@ -182,4 +198,5 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     items = _items(impl, option("--normspec-variant"), dtypes, checks, option("--normspec-backward"),
                    option("--normspec-device"), entries, option("--normspec-strict"))
     _declare(items, option("--normspec-convention"), argument="--normspec-convention")
+    _pin(items, option("--normspec-option"), option("--normspec-variant"), argument="--normspec-option")
     metafunc.parametrize("normspec_command_line_check", items, ids=[item.id for item in items])

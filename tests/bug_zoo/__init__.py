@@ -9,7 +9,8 @@ and is correct except for the one bug its docstring names. The modules group the
 family: ``forward_bugs``, ``precision_bugs``, ``layout_bugs``, ``edge_case_bugs``,
 ``gradient_bugs``, ``running_stats_bugs``, ``size_bugs`` (wrong only on one branch of the kernel: a group
 size, a memory layout, affine parameters given; what the deterministic coverage grid is for),
-``parameter_bugs`` (wrong only with a weight and no bias, or a bias and no weight).
+``parameter_bugs`` (wrong only with a weight and no bias, or a bias and no weight),
+``kernel_variant_bugs`` (the weight offset, the fused residual add, the adaptive norms).
 
 ``ZOO`` maps a name to a :class:`ZooEntry`: the variant, the ``module:function`` import
 path (what ``normspec verify --impl`` takes), the checks that legitimately catch the bug
@@ -30,6 +31,7 @@ class ZooEntry:
     catches: frozenset[str]
     dtypes: tuple[str, ...] | None = None
     bug_class: str = ""
+    arguments: tuple[str, ...] = ()  # more `normspec verify` arguments: a pinned option, a convention
 
 
 _WIDE = ("float64", "float32")  # a dtype-independent forward bug: the two tolerances that see it
@@ -42,8 +44,8 @@ _SIZE_BACKWARD = {"backward", "finite_differences", "mpmath", "gradient_xhat"}
 
 
 def _entry(variant: str, path: str, catches: set[str], bug_class: str,
-           dtypes: tuple[str, ...] | None = _WIDE) -> ZooEntry:
-    return ZooEntry(variant, f"tests.bug_zoo.{path}", frozenset(catches), dtypes, bug_class)
+           dtypes: tuple[str, ...] | None = _WIDE, arguments: tuple[str, ...] = ()) -> ZooEntry:
+    return ZooEntry(variant, f"tests.bug_zoo.{path}", frozenset(catches), dtypes, bug_class, arguments)
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -204,4 +206,36 @@ ZOO: dict[str, ZooEntry] = {
     "batch_norm_running_updated_in_eval": _entry(
         "batch_norm", "running_stats_bugs:batch_norm_running_updated_in_eval", {"eval_running_unchanged"},
         "running statistics updated in eval", _F64),
+    # --- the variants kernels ship: weight offset, fused residual add, adaptive norms ------------
+    "rms_norm_offset_backward_forgets_offset": _entry(
+        "rms_norm", "kernel_variant_bugs:rms_norm_offset_backward_forgets_offset",
+        {"backward", "finite_differences", "gradient_xhat", "offset_is_shifted_weight"},
+        "zero-centered weight: the backward forgets the offset (TransformerEngine #67)", _F64),
+    "gemma_rms_norm_without_offset": _entry(
+        "rms_norm", "kernel_variant_bugs:gemma_rms_norm_without_offset",
+        {"forward", "backward", "mpmath", "identity_recovery", "finite_differences"},
+        "Gemma kernel: the built-in +1 of the weight missing (Liger-Kernel #74)",
+        arguments=("--option", "weight_offset=1")),
+    "fused_add_rms_norm_residual_grad_through_norm": _entry(
+        "fused_add_rms_norm", "kernel_variant_bugs:fused_add_rms_norm_residual_grad_through_norm",
+        {"backward", "finite_differences", "mpmath", "gradient_xhat", "fused_add_is_norm_of_sum"},
+        "fused add: the residual gradient sent through the norm's backward (quack #53)", _F64),
+    "fused_add_layer_norm_normalizes_x": _entry(
+        "fused_add_layer_norm", "kernel_variant_bugs:fused_add_layer_norm_normalizes_x",
+        {"forward", "backward", "mpmath", "fused_add_is_norm_of_sum", "identity_recovery", "second_moment"},
+        "fused add: x normalized instead of x + residual"),
+    "fused_add_rms_norm_in_place_keeps_residual": _entry(
+        "fused_add_rms_norm", "kernel_variant_bugs:fused_add_rms_norm_in_place_keeps_residual",
+        {"forward", "mpmath", "fused_add_is_norm_of_sum"},
+        "fused add, in-place form: the sum never written into the residual stream",
+        arguments=("--convention", "fused_add=in_place")),
+    "adaptive_layer_norm_scale_without_one": _entry(
+        "adaptive_layer_norm", "kernel_variant_bugs:adaptive_layer_norm_scale_without_one",
+        {"forward", "backward", "mpmath", "unmodulated", "identity_recovery"},
+        "adaptive norm: multiplies by scale, not 1 + scale"),
+    "adaptive_rms_norm_first_sample_scale": _entry(
+        "adaptive_rms_norm", "kernel_variant_bugs:adaptive_rms_norm_first_sample_scale",
+        {"forward", "backward", "mpmath", "modulated_per_sample", "finite_differences"},
+        "adaptive norm: every sample modulated by the first sample's scale"),
 }
+

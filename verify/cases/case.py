@@ -32,13 +32,26 @@ PARAMETER_CHOICES = ((True, True), (True, False), (False, True))
 
 
 def parameter_choices(record: Variant) -> tuple[tuple[bool, bool], ...]:
-    """The (weight, bias) choices of an affine case of ``record``'s variant."""
-    return PARAMETER_CHOICES if record.has_bias else PARAMETER_CHOICES[:1]
+    """The (weight, bias) choices of an affine case of ``record``'s variant (an adaptive norm's
+    scale and shift are required: both)."""
+    return PARAMETER_CHOICES if record.has_bias and not record.parameters_required else PARAMETER_CHOICES[:1]
+
+
+def weight_offsets(record: Variant, has_weight: bool, pinned: dict | None = None) -> tuple[float, ...]:
+    """The weight offsets a case of ``record``'s variant draws, simplest first: the option's values
+    where it has one and a weight is passed (an offset needs a weight), the pinned one if pinned."""
+    option = record.option("weight_offset")
+    if option is None:
+        return (0.0,)
+    if pinned and "weight_offset" in pinned:
+        return (float(pinned["weight_offset"]),)
+    return option.values if has_weight else (option.default,)
 
 
 MEMORY_LAYOUTS = ("contiguous", "noncontiguous", "channels_last")
 VALUE_KINDS = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma_mixed", "exact")
-ARRAY_NAMES = (*ARRAY_ARGUMENTS, "grad_out")  # the arrays of Case.arrays(): the call's and the output gradient
+# the arrays of Case.arrays(): the call's and the outputs' gradients
+ARRAY_NAMES = (*ARRAY_ARGUMENTS, "grad_out", "grad_residual_out")
 MAX_RANK = 5  # the highest input rank the battery draws (the strategies' and the grid's max_rank)
 # The most elements of x a case read from outside (--case, a reproduction file) may ask for: a few
 # bytes of JSON must not allocate gigabytes (x and grad_out are float64, the truth more).
@@ -74,7 +87,10 @@ class Case:
     statistics; ``eps=None`` (where the signature allows it) is the machine epsilon of the
     compute dtype. ``affine=False`` passes no affine parameter; with ``affine``, ``weight`` and
     ``bias`` say which are passed (weight only, bias only or both: ``nn.LayerNorm(bias=False)``
-    and kernels' bias-free paths), the bias only where the variant takes one."""
+    and kernels' bias-free paths), the bias only where the variant takes one. A variant whose
+    parameters are required (the adaptive norms' scale and shift) always passes them; without
+    ``affine`` they are the identity modulation (scale = 0, shift = 0). ``weight_offset`` is the
+    keyword option of the variants that have it (the affine step multiplies by weight + offset)."""
 
     variant: str
     shape: tuple[int, ...]
@@ -92,6 +108,7 @@ class Case:
     scale: float = 1.0  # x is multiplied by it (range-limit scans move a case in magnitude)
     weight: bool = True  # with affine: a weight is passed
     bias: bool = True  # with affine: a bias is passed (where the variant takes one)
+    weight_offset: float = 0.0  # the option of the variants that have one (0 without a weight)
 
     # --- description -----------------------------------------------------------------
     def to_json(self) -> str:
@@ -132,20 +149,28 @@ class Case:
         settings = [s.text(getattr(self, s.name)) for s in record.settings]
         every_parameter = "weight+bias" if record.has_bias else "weight"
         some = f" parameters={self.parameters}" if self.affine and self.parameters != every_parameter else ""
+        offset = f" weight_offset={self.weight_offset:g}" if self.weight_offset and self.has_weight else ""
         return " ".join([f"{self.variant} shape={self.shape}", *settings,
-                         f"{self.dtype} eps={self.eps} affine={self.affine}{some} {self.memory} values={self.values} "
-                         f"seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "")])
+                         f"{self.dtype} eps={self.eps} affine={self.affine}{some}{offset} {self.memory} "
+                         f"values={self.values} seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "")])
 
     def arguments(self, arrays: dict | None = None) -> dict[str, Any]:
-        """The call's arguments by name (the registry's signature); arrays from ``arrays``."""
+        """The call's arguments by the signature's names, its keyword options included; arrays from
+        ``arrays`` (by the internal names: an adaptive norm's scale is its ``weight``)."""
         record, arrays = self.record, arrays or {}
-        values = {name: arrays.get(name) for name in ARRAY_ARGUMENTS}
-        values.update(eps=self.eps, momentum=self.momentum)
+        values = {record.signature_name(name): arrays.get(name) for name in ARRAY_ARGUMENTS}
+        values.update(eps=self.eps, momentum=self.momentum, weight_offset=self.weight_offset if self.has_weight else 0.0)
         for setting in record.settings:
             values[setting.argument] = setting.to_argument(self.shape, getattr(self, setting.name))
         if record.running is not None and record.running.mode_argument not in values:
             values[record.running.mode_argument] = self.training
-        return {name: values[name] for name in record.argument_names}
+        return {name: values[name] for name in record.signature.parameters}
+
+    @property
+    def effective_weight_offset(self) -> float:
+        """What the affine step adds to the weight: the variant's own offset (adaptive: 1), or the option."""
+        fixed = self.record.fixed_weight_offset
+        return fixed if fixed is not None else (self.weight_offset if self.has_weight else 0.0)
 
     @property
     def centered(self) -> bool:
@@ -158,11 +183,15 @@ class Case:
 
     @property
     def has_weight(self) -> bool:
-        return self.affine and self.weight
+        return (self.affine and self.weight) or self.record.parameters_required
 
     @property
     def has_bias(self) -> bool:
-        return self.affine and self.bias and self.record.has_bias
+        return ((self.affine and self.bias) or self.record.parameters_required) and self.record.has_bias
+
+    @property
+    def has_residual(self) -> bool:
+        return self.record.residual
 
     @property
     def parameters(self) -> str:
@@ -190,31 +219,48 @@ class Case:
 
     # --- values ------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray | None]:
-        """float64 arrays, already rounded to the case's dtype: x, weight, bias, grad_out,
-        running_mean, running_var (None where the call has none)."""
+        """float64 arrays, already rounded to the case's dtype: x, residual, weight, bias, grad_out,
+        grad_residual_out, running_mean, running_var (None where the call has none). For the fused
+        residual add the value kind shapes what is normalized, x + residual (:func:`_split`)."""
         rng = np.random.default_rng(self.seed)
         layout = self.layout
         x = np.ascontiguousarray(_to_shape(layout, _group_values(self.values, rng, layout, self.dtype))
                                  .reshape(self.shape)) * self.scale  # C order: memory layouts apply later
         channels = layout.weight_shape
         weight = _weight(self.values, rng, channels) if self.affine else None  # drawn even when not passed:
-        weight = weight if self.has_weight else None  # the other arrays stay the same for every parameters
-        bias = rng.standard_normal(channels) if self.has_bias else None
+        weight = weight if self.affine and self.weight else None  # the other arrays stay the same
+        bias = rng.standard_normal(channels) if self.affine and self.bias and self.record.has_bias else None
         grad_out = rng.standard_normal(self.shape)
         running_mean = running_var = None
         if self.given_statistics or self.running:
             running_mean = rng.standard_normal(channels)
             running_var = rng.uniform(0.5, 2.0, channels)
         raw = dict(x=x, weight=weight, bias=bias, grad_out=grad_out, running_mean=running_mean,
-                   running_var=running_var)
+                   running_var=running_var, residual=None, grad_residual_out=None)
+        if self.record.parameters_required and not self.affine:  # the identity modulation
+            raw["weight"] = np.full(channels, 1.0 - self.effective_weight_offset)
+            raw["bias"] = np.zeros(channels) if self.record.has_bias else None
+        if self.has_residual:
+            rounded = round_to(x, self.dtype)
+            raw["x"], raw["residual"] = _split(rounded, np.random.default_rng(self.seed + 7), self.dtype)
+            raw["grad_residual_out"] = np.random.default_rng(self.seed + 8).standard_normal(self.shape)
         return {k: None if v is None else round_to(v, self.dtype) for k, v in raw.items()}
 
+    def normalized_input(self, arrays: dict) -> np.ndarray:
+        """What the call normalizes, in float64: x, or x + residual for the fused residual add."""
+        x = arrays["x"]
+        return x + arrays["residual"] if self.has_residual and arrays.get("residual") is not None else x
+
     # --- calling an implementation -------------------------------------------------------
-    def call(self, fn: Callable, x: Any, weight: Any = None, bias: Any = None, running_mean: Any = None,
-             running_var: Any = None) -> Any:
-        """``fn`` called positionally with the torch.nn.functional signature of the case's variant."""
-        arrays = dict(x=x, weight=weight, bias=bias, running_mean=running_mean, running_var=running_var)
-        return fn(*self.arguments(arrays).values())
+    def call(self, fn: Callable, inputs: dict, *, options: tuple[str, ...] = ("weight_offset",)) -> Any:
+        """``fn`` called with the signature of the case's variant: its arguments positionally
+        (arrays from ``inputs``, by their internal names), and the keyword ``options`` among the
+        variant's (an implementation with an option pinned does not take its keyword)."""
+        arguments = self.arguments(inputs)
+        record = self.record
+        positional = [arguments[a.name] for a in record.arguments]
+        keywords = {o.name: arguments[o.name] for o in record.options if o.name in options}
+        return fn(*positional, **keywords)
 
     def torch_tensor(self, array: np.ndarray | None, *, device: str = "cpu", memory: bool = False,
                      dtype: str | None = None):
@@ -335,6 +381,13 @@ def _checked_scale(name: str, value: object, record: Variant, shape: tuple[int, 
     return float(value)  # type: ignore[arg-type]
 
 
+def _checked_weight_offset(name: str, value: object, record: Variant, shape: tuple[int, ...]) -> float:
+    require(_is_real(value) and math.isfinite(value), name, value, "a finite number")
+    require(value == 0 or record.option("weight_offset") is not None, name, value,
+            f"0 ({record.name} has no weight_offset option)")
+    return float(value)  # type: ignore[arg-type]
+
+
 # How each field other than the variant and the shape is validated: (name, value, record, shape) -> value.
 _FIELD_CHECKS: dict[str, Callable[[str, object, Variant, tuple[int, ...]], Any]] = {
     "dtype": lambda name, value, record, shape: dtypes.check(value, argument=name),
@@ -351,6 +404,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, object, Variant, tuple[int, ...]], Any]]
     "values": _one_of(VALUE_KINDS),
     "seed": _checked_seed,
     "scale": _checked_scale,
+    "weight_offset": _checked_weight_offset,
 }
 
 
@@ -402,6 +456,16 @@ def _exact_groups(rng: np.random.Generator, count: int, n: int) -> np.ndarray:
     unpaired = [np.zeros((count, 1))] if n % 2 else []  # an odd group's extra element sits on the mean
     signed = np.concatenate([d, -d, *unpaired], axis=1)
     return mean + rng.permuted(signed, axis=1)
+
+
+def _split(s: np.ndarray, rng: np.random.Generator, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, residual) with x + residual = s (the value kind's values, already in ``dtype``): the
+    residual has 3 mantissa bits on the scale of s's largest power of two, so that x = s - residual
+    is exact wherever s has few bits (the constant and exact kinds stay exact after the sum) and
+    |x| stays within 1.5 |s|."""
+    top = 2.0 ** np.floor(np.log2(np.maximum(np.max(np.abs(s)), np.finfo(np.float64).tiny)))
+    residual = rng.integers(-4, 5, s.shape) / 8 * top
+    return s - residual, residual
 
 
 def _weight(kind: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

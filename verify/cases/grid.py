@@ -44,7 +44,7 @@ from typing import Any, Iterable, Sequence
 
 from normspec.derive import variants
 from normspec.derive.errors import NormSpecError
-from normspec.verify.cases.case import VALUE_KINDS, Case, parameter_choices
+from normspec.verify.cases.case import VALUE_KINDS, Case, parameter_choices, weight_offsets
 from normspec.verify.cases.strategies import (
     EPS_VALUES,
     MOMENTUM_VALUES,
@@ -72,8 +72,9 @@ CONFIG_SHAPES = {
 
 def cases(variant: str, dtype: str = "float64", *, sweep: bool = True, min_rank: int = 2, max_rank: int = 5,
           max_numel: int | None = None, value_kinds: tuple[str, ...] | None = None, affine: bool | None = None,
-          training: bool | None = None, eps_zero: bool = True) -> tuple[Case, ...]:
-    """The grid of ``variant`` in ``dtype`` under a check's case options (see the module docstring).
+          training: bool | None = None, eps_zero: bool = True, options: dict | None = None) -> tuple[Case, ...]:
+    """The grid of ``variant`` in ``dtype`` under a check's case options (see the module docstring);
+    ``options`` pins keyword options as for the strategy (else every weight offset in turn).
 
     ``max_numel=None``: the grid's own budget GRID_MAX_NUMEL and, with ``sweep``, every size of
     SIZES; a declared ``max_numel`` bounds every case and selects the thin sweep.
@@ -88,7 +89,8 @@ def cases(variant: str, dtype: str = "float64", *, sweep: bool = True, min_rank:
     kinds = tuple(value_kinds or VALUE_KINDS)
     shapes = _plan(variant, min_rank, max_rank, budget, training, sizes, rows)
     cover = _Cover()
-    built = [cover.complete(variant, dtype, shape, config, index, kinds=kinds, affine=affine, eps_zero=eps_zero)
+    built = [cover.complete(variant, dtype, shape, config, index, kinds=kinds, affine=affine, eps_zero=eps_zero,
+                            options=options)
              for index, (shape, config) in enumerate(shapes)]
     unique = list(dict.fromkeys(built))
     return tuple(sorted(unique, key=lambda case: math.prod(case.shape)))  # stable: plan order among equals
@@ -234,7 +236,7 @@ class _Cover:
         return chosen
 
     def complete(self, variant: str, dtype: str, shape: tuple[int, ...], config: Config, turn: int, *,
-                 kinds: tuple[str, ...], affine: bool | None, eps_zero: bool) -> Case:
+                 kinds: tuple[str, ...], affine: bool | None, eps_zero: bool, options: dict | None = None) -> Case:
         record = variants.get(variant)
         settings = dict(config)
         probe = Case(variant, shape, dtype, **settings)
@@ -247,11 +249,12 @@ class _Cover:
             eps_choices.append(None)
         affine = self.pick("affine", (True, False), turn) if affine is None else affine
         weight, bias = self.pick("parameters", parameter_choices(record), turn) if affine else (True, True)
+        offset = self.pick("weight_offset", weight_offsets(record, affine and weight, options), turn)
         return dataclasses.replace(
             probe, **settings,
             values=values,
             eps=self.pick("eps", eps_choices, turn),
-            affine=affine, weight=weight, bias=bias,
+            affine=affine, weight=weight, bias=bias, weight_offset=offset,
             memory=self.pick("memory", _memories(shape), turn),
             seed=(7919 * turn + 1) % 2**16,
         )

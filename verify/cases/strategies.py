@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from normspec.derive import variants
 from normspec.derive.errors import NormSpecError
-from normspec.verify.cases.case import VALUE_KINDS, Case, parameter_choices
+from normspec.verify.cases.case import VALUE_KINDS, Case, parameter_choices, weight_offsets
 
 SIDES = (1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17)  # 2^k - 1, 2^k, 2^k + 1
 EPS_VALUES = (1e-5, 1e-3, 0.1, 1e-12, 0.0)
@@ -50,11 +50,13 @@ def shapes(draw, *, min_rank: int = 2, max_rank: int = 5, max_numel: int = 2048,
 @st.composite
 def cases(draw, variant: str, dtype: str = "float64", *, min_rank: int = 2, max_rank: int = 5,
           max_numel: int = 2048, value_kinds: tuple[str, ...] | None = None, affine: bool | None = None,
-          training: bool | None = None, eps_zero: bool = True) -> Case:
+          training: bool | None = None, eps_zero: bool = True, options: dict | None = None) -> Case:
     """One case of ``variant`` in ``dtype``; see the module docstring for what shrinks where.
 
     The configuration is the variant's registry settings, each drawn from the values it
-    allows for the drawn shape; ``training`` pins the running-statistics mode.
+    allows for the drawn shape; ``training`` pins the running-statistics mode. The variant's
+    keyword options are drawn (``weight_offset``: 0, 1, 0.375 with a weight; shrinks to 0)
+    unless ``options`` pins them (the implementation has them fixed).
     """
     record = variants.get(variant)
     min_rank = max(min_rank, record.min_rank)
@@ -77,10 +79,11 @@ def cases(draw, variant: str, dtype: str = "float64", *, min_rank: int = 2, max_
         eps_choices.append(None)
     affine = draw(st.booleans(), label="affine") if affine is None else affine
     weight, bias = draw(st.sampled_from(parameter_choices(record)), label="parameters") if affine else (True, True)
+    offset = draw(st.sampled_from(weight_offsets(record, affine and weight, options)), label="weight_offset")
     return Case(
         variant, shape, dtype,
         eps=draw(st.sampled_from(eps_choices), label="eps"),
-        affine=affine, weight=weight, bias=bias,
+        affine=affine, weight=weight, bias=bias, weight_offset=offset,
         memory=draw(st.sampled_from(_memories(shape)), label="memory"),
         values=values,
         seed=draw(st.integers(0, 2**16 - 1), label="seed"),

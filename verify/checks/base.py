@@ -82,12 +82,28 @@ class Context:
     def group_size(self) -> int:
         return self.case.layout.group_size
 
+    def normalized(self) -> np.ndarray:
+        """What the call normalizes, float64: x, or x + residual for the fused residual add."""
+        return self.case.normalized_input(self.arrays)
+
+    def gamma(self) -> np.ndarray:
+        """The affine multiplier per element: weight + weight offset (1 without a weight)."""
+        weight = self.arrays["weight"]
+        return self.view.param(weight, 1.0) + (self.case.effective_weight_offset if weight is not None else 0.0)
+
+    def gamma_magnitude(self) -> np.ndarray:
+        """|weight| + |offset|: the scale of the multiplier's rounding (weight + offset is formed in
+        the implementation's precision, so it is off by a unit of the larger, even where they cancel)."""
+        weight = self.arrays["weight"]
+        offset = abs(self.case.effective_weight_offset) if weight is not None else 0.0
+        return np.abs(self.view.param(weight, 1.0)) + offset
+
     def statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, biased var) of each group in the work shape, float64; given ones in eval."""
         if self.case.given_statistics:
             shape = self.case.layout.param_shape
             return self.arrays["running_mean"].reshape(shape), self.arrays["running_var"].reshape(shape)
-        x = self.view.work(self.arrays["x"])
+        x = self.view.work(self.normalized())
         mean = self.view.mean(x) if self.case.centered else np.zeros(self.case.layout.stats_shape)
         return mean, self.view.mean((x - mean) ** 2)
 
@@ -95,11 +111,11 @@ class Context:
         return self.statistics()[1]
 
     def kappa(self) -> np.ndarray:
-        return self.view.kappa(self.arrays["x"], self.var())
+        return self.view.kappa(self.normalized(), self.var())
 
     def xhat(self) -> np.ndarray:
         mean, var = self.statistics()
-        return self.view.back((self.view.work(self.arrays["x"]) - mean) / np.sqrt(var + self.case.effective_eps))
+        return self.view.back((self.view.work(self.normalized()) - mean) / np.sqrt(var + self.case.effective_eps))
 
     def rstd(self) -> np.ndarray:
         return self.view.back(1 / np.sqrt(self.var() + self.case.effective_eps))
@@ -110,16 +126,23 @@ class Context:
         return np.all(self.view.work(fits), axis=self.case.layout.group_dims, keepdims=True)
 
     def policy_y(self, dtype: str | None = None):
-        gamma = self.view.param(self.arrays["weight"], 1.0)
+        gamma = self.gamma_magnitude()
         beta = self.view.param(self.arrays["bias"], 0.0)
         # xhat's rounding error is absolute (xhat is O(1)), hence the 1 + |xhat|
         magnitude = np.abs(gamma) * (1 + self.view.max(self.xhat())) + np.abs(beta)
         return policy(dtype or self.case.dtype, self.group_size, magnitude, self.kappa())
 
     def policy_dx(self):
-        h = self.view.param(self.arrays["weight"], 1.0) * self.arrays["grad_out"]
+        h = self.gamma_magnitude() * self.arrays["grad_out"]
         magnitude = self.view.max(self.rstd() * np.abs(h)) * (1 + self.view.max(self.xhat()))
+        if self.case.has_residual:  # dx = g_s + J^T g: the pass-through adds its own size
+            magnitude = magnitude + np.abs(self.arrays["grad_residual_out"])
         return policy(self.case.dtype, self.group_size, magnitude, self.kappa())
+
+    def policy_residual_out(self):
+        """x + residual, rounded once to the dtype (a sum of two values: no reduction)."""
+        magnitude = np.abs(self.arrays["x"]) + np.abs(self.arrays["residual"])
+        return policy(self.case.dtype, 1, magnitude, 1.0)
 
     def policy_param(self, terms: np.ndarray):
         """For sums over the affine axes of ``terms`` (g * xhat for dweight, g for dbias)."""
@@ -138,6 +161,8 @@ class Check:
     dtypes: tuple[str, ...] = DTYPES
     needs_gradients: bool = False
     needs: tuple[str, ...] = ()  # other variants the implementation must provide
+    needs_of: dict = field(default_factory=dict)  # per variant: other variants it needs (on top of needs)
+    keyword: str | None = None  # an option the implementation must take as a keyword (not pinned)
     case_options: dict = field(default_factory=dict)  # constraints for verify.strategies.cases
 
     def run(self, impl: Implementation, case: Case) -> list[Comparison]:
@@ -155,9 +180,13 @@ class Check:
             return f"does not apply to {variant}"
         if dtype not in self.dtypes:
             return f"runs in {', '.join(self.dtypes)} only"
-        for reason in [impl.unsupported(variant, dtype), *(impl.unsupported(v, dtype) for v in self.needs)]:
+        needed = (*self.needs, *self.needs_of.get(variant, ()))
+        for reason in [impl.unsupported(variant, dtype), *(impl.unsupported(v, dtype) for v in needed)]:
             if reason:
                 return reason
+        if self.keyword and self.keyword in impl.pinned_options(variant):
+            return (f"{self.keyword} is pinned to {impl.pinned_options(variant)[self.keyword]:g} "
+                    f"({impl.name}'s {variant} takes no other value)")
         if self.needs_gradients and not impl.has_gradients(variant):
             return f"{impl.name} is forward-only (no autograd, no backward given)"
         return None

@@ -105,10 +105,92 @@ def check_batch_permutation(impl: Implementation, case: Case) -> list[Comparison
                                         factor=tol.factor[perm] if np.ndim(tol.factor) else tol.factor))]
 
 
+def _both(label: str, got, other, tol) -> Comparison:
+    """``got`` against ``other``: two results of the implementation, each within ``tol`` of the truth."""
+    return compare(label, got, other, dataclasses.replace(tol, magnitude=2 * tol.magnitude))
+
+
+def check_offset_is_shifted_weight(impl: Implementation, case: Case) -> list[Comparison]:
+    """f(weight, weight_offset=c) = f(weight + c, weight_offset=0): forward and gradients."""
+    offset = case.weight_offset or 1.0
+    case = dataclasses.replace(case, affine=True, weight=True, weight_offset=offset, running=False)
+    ctx = Context.of(case)
+    shifted_weight = round_to(ctx.arrays["weight"] + offset, case.dtype)
+    plain_case = dataclasses.replace(case, weight_offset=0.0)
+    # the offset form's truth with the same effective weight (weight + c rounded as the plain call gets it)
+    arrays = dict(ctx.arrays, weight=shifted_weight - offset)
+    gradients = impl.has_gradients(case.variant)
+    got = impl.run(case, arrays, gradients=gradients)
+    plain_result = impl.run(plain_case, dict(arrays, weight=shifted_weight), gradients=gradients)
+    ctx = Context(case, arrays, definition.truth(case, arrays))
+    comparisons = [_both(f"y(weight_offset={offset:g}) - y(weight + {offset:g})", got.y, plain_result.y,
+                         ctx.policy_y())]
+    if gradients:
+        comparisons.append(_both("dx of both forms", got.dx, plain_result.dx, ctx.policy_dx()))
+    return comparisons
+
+
+def check_fused_add_is_norm_of_sum(impl: Implementation, case: Case) -> list[Comparison]:
+    """fused_add_<norm>(x, residual) = (<norm>(x + residual), x + residual); dx = dresidual =
+    g_s + the norm's dx at x + residual."""
+    ctx = Context.of(case)
+    base = dataclasses.replace(case, variant=case.record.name.removeprefix("fused_add_"))
+    summed = round_to(ctx.normalized(), case.dtype)  # what the plain norm is handed: the sum in the dtype
+    gradients = impl.has_gradients(case.variant) and impl.has_gradients(base.variant)
+    fused = impl.run(case, ctx.arrays, gradients=gradients)
+    plain_result = impl.run(base, dict(ctx.arrays, x=summed, residual=None, grad_residual_out=None),
+                            gradients=gradients)
+    comparisons = [_both(f"{case.variant} y - {base.variant}(x + residual)", fused.y, plain_result.y, ctx.policy_y()),
+                   compare("residual_out - (x + residual)", fused.residual_out, summed,
+                           dataclasses.replace(ctx.policy_residual_out(), factor=1.0))]
+    if gradients:
+        passed_through = plain_result.dx + ctx.arrays["grad_residual_out"]
+        comparisons += [_both(f"dx - (g_s + {base.variant}'s dx)", fused.dx, passed_through, ctx.policy_dx()),
+                        _both("dresidual - dx", fused.dresidual, fused.dx, ctx.policy_dx())]
+    return comparisons
+
+
+def check_unmodulated(impl: Implementation, case: Case) -> list[Comparison]:
+    """adaptive_<norm> with scale = 0 and shift = 0 = <norm> without affine parameters."""
+    case = dataclasses.replace(case, affine=False)  # the identity modulation
+    ctx = Context.of(case)
+    base = Case(case.record.name.removeprefix("adaptive_"), case.shape, case.dtype, eps=case.eps, affine=False,
+                normalized_ndim=case.normalized_ndim, memory=case.memory, values=case.values, seed=case.seed)
+    gradients = impl.has_gradients(case.variant) and impl.has_gradients(base.variant)
+    modulated = impl.run(case, ctx.arrays, gradients=gradients)
+    plain_result = impl.run(base, dict(ctx.arrays, weight=None, bias=None), gradients=gradients)
+    comparisons = [_both(f"{case.variant}(scale=0, shift=0) - {base.variant}", modulated.y, plain_result.y,
+                         ctx.policy_y())]
+    if gradients:
+        comparisons.append(_both("dx of both", modulated.dx, plain_result.dx, ctx.policy_dx()))
+    return comparisons
+
+
+def check_modulated_per_sample(impl: Implementation, case: Case) -> list[Comparison]:
+    """The adaptive norm of a batch = its calls on one sample at a time, stacked (sample b reads
+    scale[b] and shift[b] only)."""
+    case = dataclasses.replace(case, shape=(max(case.shape[0], 2), *case.shape[1:]))
+    ctx = Context.of(case)
+    whole = impl.run(case, ctx.arrays, gradients=False).y
+    one = dataclasses.replace(case, shape=(1, *case.shape[1:]))
+    rows = []
+    for b in range(case.shape[0]):
+        sample = {k: (None if v is None else v[b:b + 1]) for k, v in ctx.arrays.items()}
+        rows.append(impl.run(one, sample, gradients=False).y)
+    return [_both("y - the per-sample calls stacked", whole, np.concatenate(rows), ctx.policy_y())]
+
+
 def _related(name: str) -> dict:
     """The variants a relation check applies to and needs, from the registry's relation."""
     relation = variants.RELATIONS[name]
     return {"variants": (relation.variant,), "needs": (relation.other,)}
+
+
+def _related_kind(prefix: str) -> dict:
+    """The variants of the registry's relations named ``<prefix>_<base>`` and what each needs: a
+    check that applies to several variants, each needing its own counterpart."""
+    relations = [r for name, r in variants.RELATIONS.items() if name.startswith(prefix + "_")]
+    return {"variants": tuple(r.variant for r in relations), "needs_of": {r.variant: (r.other,) for r in relations}}
 
 
 CHECKS = (
@@ -124,4 +206,13 @@ CHECKS = (
           check_per_sample_independence, variants=variants.matching(lambda v: v.per_sample)),
     Check("batch_permutation", "identity", "batch_norm is equivariant under permuting the batch",
           check_batch_permutation, variants=variants.matching(lambda v: not v.per_sample), case_options={"training": True}),
+    Check("offset_is_shifted_weight", "identity", "weight_offset=c equals the plain call with weight + c",
+          check_offset_is_shifted_weight, variants=variants.matching(lambda v: v.option("weight_offset") is not None),
+          keyword="weight_offset"),
+    Check("fused_add_is_norm_of_sum", "identity", "fused_add_*(x, r) = (norm(x + r), x + r), gradients included",
+          check_fused_add_is_norm_of_sum, **_related_kind("fused_add_is_norm_of_sum")),
+    Check("unmodulated", "identity", "adaptive_* with scale = 0, shift = 0 = the norm without affine",
+          check_unmodulated, **_related_kind("unmodulated")),
+    Check("modulated_per_sample", "identity", "adaptive_* of a batch = its per-sample calls stacked",
+          check_modulated_per_sample, variants=variants.matching(lambda v: v.parameters_required)),
 )

@@ -49,17 +49,20 @@ def check_identity_recovery(impl: Implementation, case: Case) -> list[Comparison
     """gamma = sqrt(var + eps), beta = mean give y = x, for one group per affine parameter."""
     case = dataclasses.replace(_single_group_per_parameter(case), affine=True, weight=True, bias=True, running=False)
     ctx = Context.of(case)
-    view, x = ctx.view, ctx.arrays["x"]
+    view, x = ctx.view, ctx.normalized()  # the fused add normalizes x + residual: y recovers that sum
     mean = view.mean(x) if case.centered else np.zeros(case.layout.stats_shape)
     std = np.sqrt(view.mean((view.work(x) - mean) ** 2) + case.effective_eps)
-    # exact broadcasting of per-group statistics onto per-parameter slots
-    weight = np.broadcast_to(std, case.layout.param_shape).reshape(case.layout.weight_shape)
+    # exact broadcasting of per-group statistics onto per-parameter slots; the weight offset is the
+    # implementation's to add (gamma = weight + offset = std)
+    weight = np.broadcast_to(std, case.layout.param_shape).reshape(case.layout.weight_shape) - case.effective_weight_offset
     arrays = dict(ctx.arrays, weight=weight.copy(),
                   bias=np.broadcast_to(mean, case.layout.param_shape).reshape(case.layout.weight_shape).copy()
                   if case.has_bias else None)
     arrays = {k: (round_to(v, case.dtype) if isinstance(v, np.ndarray) else v) for k, v in arrays.items()}
     y = impl.run(case, arrays, gradients=False).y
-    magnitude = 2 * view.max(x) + view.param(arrays["weight"], 1.0) * view.max(ctx.xhat())
+    # the stored weight (std - offset) is rounded on its own scale, |weight| + |offset|, not gamma's
+    gamma = np.abs(view.param(arrays["weight"], 1.0)) + abs(case.effective_weight_offset)
+    magnitude = 2 * view.max(x) + gamma * view.max(ctx.xhat())
     tol = policy(case.dtype, ctx.group_size, magnitude, ctx.kappa())
     truth_with_rounded_params = definition.truth(case, arrays).y
     return [compare("y - x with gamma = sqrt(var+eps), beta = mean", y, truth_with_rounded_params, tol),
@@ -68,10 +71,15 @@ def check_identity_recovery(impl: Implementation, case: Case) -> list[Comparison
 
 def _single_group_per_parameter(case: Case) -> Case:
     """Keep one sample where the affine axes do not cover the group (variants whose statistics
-    are per sample): every sample axis of the shape becomes 1."""
+    are per sample): every sample axis of the shape becomes 1, and every axis a parameter is
+    shared along without sharing statistics (an adaptive norm's tokens)."""
     if not case.record.per_sample:
         return dataclasses.replace(case, training=True)
-    samples = case.record.natural.samples(len(case.shape), case.arguments())
+    natural, ndim, arguments = case.record.natural, len(case.shape), case.arguments()
+    samples = set(natural.samples(ndim, arguments))
+    if natural.split_channels is None:  # the statistics axes are x's own
+        shared = set(range(ndim)) - set(natural.statistics(ndim, arguments)) - set(natural.parameters(ndim, arguments))
+        samples |= shared
     shape = tuple(1 if d in samples else n for d, n in enumerate(case.shape))
     single = dataclasses.replace(case, shape=shape)
     grown = accepted_shape(single)
@@ -114,35 +122,45 @@ def check_bias_cancels(impl: Implementation, case: Case) -> list[Comparison]:
 
 
 def check_scale_invariance(impl: Implementation, case: Case) -> list[Comparison]:
-    """f(a x; a^2 eps) = f(x; eps) for a power of two a > 0 (exact scaling of the inputs)."""
+    """f(a x; a^2 eps) = f(x; eps) for a power of two a > 0 (exact scaling of the inputs; the fused
+    add's residual scales with x)."""
     case = _xhat_only(case)
     if case.eps is None:
         case = dataclasses.replace(case, eps=case.effective_eps)
     compute_max = dtypes.largest(dtypes.compute_dtype(case.dtype))
     storage_max = dtypes.largest(case.dtype)
-    largest = 8.0 * float(np.max(np.abs(case.arrays()["x"])))
+    largest = 8.0 * float(np.max(np.abs(case.normalized_input(case.arrays()))))
     fits = largest < storage_max / 16 and largest < np.sqrt(compute_max / 16 / case.layout.group_size)
     a = 8.0 if fits else 0.125  # scaling by a power of two is exact; keep x^2 summable
     scaled = dataclasses.replace(case, eps=case.eps * a * a)
     arrays = case.arrays()
     base = impl.run(case, arrays, gradients=False).y
-    moved = impl.run(scaled, dict(arrays, x=arrays["x"] * a), gradients=False).y
+    moved_arrays = dict(arrays, x=arrays["x"] * a)
+    if case.has_residual:
+        moved_arrays["residual"] = arrays["residual"] * a
+    moved = impl.run(scaled, moved_arrays, gradients=False).y
     tol = Context(case, arrays, definition.truth(case, arrays)).policy_y()
     tol = dataclasses.replace(tol, magnitude=2 * tol.magnitude)
     return [compare(f"f({a:g} x; {a * a:g} eps) - f(x; eps)", moved, base, tol)]
 
 
+def _norm_part(ctx: Context, dx: np.ndarray) -> np.ndarray:
+    """dx without the fused add's pass-through g_s: the norm's own J^T g."""
+    return dx - ctx.arrays["grad_residual_out"] if ctx.case.has_residual else dx
+
+
 def check_gradient_sum(impl: Implementation, case: Case) -> list[Comparison]:
-    """sum over the group of dx = 0 (centering variants)."""
+    """sum over the group of dx = 0 (centering variants; the fused add: of dx - g_s)."""
     ctx = Context.of(_batch_statistics(case))
     case = ctx.case
-    dx = impl.run(case, ctx.arrays).dx
+    dx = _norm_part(ctx, impl.run(case, ctx.arrays).dx)
     tol = ctx.policy_dx()
     allowed = np.sum(ctx.view.work(tol.atol + tol.rtol * np.abs(ctx.truth.dx)), axis=ctx.case.layout.group_dims,
                      keepdims=True)
     sums = np.sum(ctx.view.work(dx), axis=ctx.case.layout.group_dims, keepdims=True)
     sums = np.where(ctx.representable_groups(), sums, 0.0)
-    return [compare("sum_group dx (groups whose true dx fits the dtype)", sums, np.zeros_like(sums),
+    shown = "sum_group (dx - g_s)" if case.has_residual else "sum_group dx"
+    return [compare(f"{shown} (groups whose true dx fits the dtype)", sums, np.zeros_like(sums),
                     dataclasses.replace(tol, magnitude=allowed, factor=1.0, rtol=0.0))]
 
 
@@ -155,9 +173,9 @@ def check_gradient_xhat(impl: Implementation, case: Case) -> list[Comparison]:
     """
     ctx = Context.of(_batch_statistics(case))
     case = ctx.case
-    dx = impl.run(case, ctx.arrays).dx
+    dx = _norm_part(ctx, impl.run(case, ctx.arrays).dx)
     xhat, view, eps = ctx.xhat(), ctx.view, case.effective_eps
-    h = view.param(ctx.arrays["weight"], 1.0) * ctx.arrays["grad_out"]
+    h = ctx.gamma() * ctx.arrays["grad_out"]
     n, var = ctx.group_size, ctx.var()
     shrink = eps / (var + eps)
     expected = np.sqrt(1 / (var + eps)) * n * view.mean(h * xhat) * shrink
@@ -171,7 +189,8 @@ def check_gradient_xhat(impl: Implementation, case: Case) -> list[Comparison]:
     lhs = group_sum(dx * xhat)
     expected = np.broadcast_to(expected, lhs.shape)
     lhs = np.where(ctx.representable_groups(), lhs, expected)
-    return [compare("sum_group dx*xhat - r N mean(h xhat) eps/(var+eps)", lhs, expected,
+    shown = "(dx - g_s)" if case.has_residual else "dx"
+    return [compare(f"sum_group {shown}*xhat - r N mean(h xhat) eps/(var+eps)", lhs, expected,
                     dataclasses.replace(tol, magnitude=allowed * 2, factor=1.0, rtol=0.0))]
 
 

@@ -15,21 +15,32 @@ from normspec.verify.truth.high_precision import high_precision
 from normspec.verify.truth.tolerance import Comparison, compare, compute_dtype, exact, policy
 
 
+def _residual_out(ctx: Context, got) -> list[Comparison]:
+    """The fused add's second output, x + residual, rounded once."""
+    if not ctx.case.has_residual:
+        return []
+    return [compare("residual_out", got.residual_out, ctx.truth.residual_out, ctx.policy_residual_out())]
+
+
 def check_forward(impl: Implementation, case: Case) -> list[Comparison]:
     ctx = Context.of(case)
     got = impl.run(case, ctx.arrays, gradients=False)
-    return [compare("y", got.y, ctx.truth.y, ctx.policy_y())]
+    return [compare("y", got.y, ctx.truth.y, ctx.policy_y()), *_residual_out(ctx, got)]
 
 
 def check_backward(impl: Implementation, case: Case) -> list[Comparison]:
     ctx = Context.of(case)
     got = impl.run(case, ctx.arrays)
     comparisons = [compare("dx", got.dx, ctx.truth.dx, ctx.policy_dx())]
+    if case.has_residual:
+        comparisons.append(compare("dresidual", got.dresidual, ctx.truth.dresidual, ctx.policy_dx()))
     g, xhat = ctx.arrays["grad_out"], ctx.xhat()
+    name = case.record.signature_name
     if case.has_weight:
-        comparisons.append(compare("dweight", got.dweight, ctx.truth.dweight, ctx.policy_param(g * (1 + np.abs(xhat)))))
+        comparisons.append(compare(f"d{name('weight')}", got.dweight, ctx.truth.dweight,
+                                   ctx.policy_param(g * (1 + np.abs(xhat)))))
     if case.has_bias:
-        comparisons.append(compare("dbias", got.dbias, ctx.truth.dbias, ctx.policy_param(g)))
+        comparisons.append(compare(f"d{name('bias')}", got.dbias, ctx.truth.dbias, ctx.policy_param(g)))
     return comparisons
 
 
@@ -93,10 +104,10 @@ def check_finite_differences(impl: Implementation, case: Case) -> list[Compariso
     got = impl.run(case, ctx.arrays)
     forward = compare("y at the base point (the forward differenced)", got.y, ctx.truth.y, ctx.policy_y())
     blame = "" if forward.ok else ": the forward itself is off (see y), so this measures its noise, not the gradient"
-    g = ctx.arrays["grad_out"]
+    g, g_s = ctx.arrays["grad_out"], ctx.arrays["grad_residual_out"]
     rng = np.random.default_rng(case.seed + 1)
-    targets = [("x", got.dx)] + ([("weight", got.dweight)] if case.has_weight else []) + \
-        ([("bias", got.dbias)] if case.has_bias else [])
+    targets = [("x", got.dx)] + ([("residual", got.dresidual)] if case.has_residual else []) + \
+        ([("weight", got.dweight)] if case.has_weight else []) + ([("bias", got.dbias)] if case.has_bias else [])
     spread = float(np.min(np.sqrt(ctx.var() + case.effective_eps)))
     spacing = dtypes.spacing_at_one(compute_dtype(case.dtype))  # the forward's rounding (a declared compute dtype)
     noise = float(np.sum(np.abs(g) * (np.abs(ctx.truth.y) + 1))) * float(np.max(ctx.kappa()))
@@ -109,15 +120,19 @@ def check_finite_differences(impl: Implementation, case: Case) -> list[Compariso
             def loss(t, direction=direction):
                 moved = dict(ctx.arrays, **{name: base + t * direction})
                 return float(np.sum(g * impl.run(case, moved, gradients=False).y))
-            # steps on the scale that moves y: x's spread per group, the parameters' size
-            scale = spread if name == "x" else float(np.max(np.abs(base))) + 1.0
+            # steps on the scale that moves y: the spread per group, the parameters' size
+            scale = spread if name in ("x", "residual") else float(np.max(np.abs(base))) + 1.0
             fd = definition.directional_fd(loss, scale, noise, spacing=spacing)
-            estimates.append(fd.estimate)
+            # the fused add's sum is linear: its part of the loss, sum(g_s * s), has derivative g_s . u
+            # exactly (the forward check compares the sum itself), so only y is differenced
+            passed_through = float(np.sum(g_s * direction)) if case.has_residual and name in ("x", "residual") else 0.0
+            estimates.append(fd.estimate + passed_through)
             claimed.append(float(np.sum(analytic * direction)))
             bounds.append(fd.error_bound)
         tol = policy("float64", ctx.group_size, np.array(bounds) / (2.0**-52), 1.0)
         tol = dataclasses.replace(tol, factor=np.full(len(bounds), 10 * 2.0**-52), rtol=1e-7)
-        comparisons.append(compare(f"d{name} . u (finite differences{blame})", claimed, estimates, tol))
+        shown = case.record.signature_name(name)
+        comparisons.append(compare(f"d{shown} . u (finite differences{blame})", claimed, estimates, tol))
     return [forward, *comparisons] if not forward.ok else comparisons
 
 
@@ -136,8 +151,13 @@ def check_mpmath(impl: Implementation, case: Case) -> list[Comparison]:
     exact = high_precision(case.layout, a["x"], a["weight"], a["bias"], a["grad_out"], eps=case.effective_eps,
                            centered=case.centered,
                            given_mean=a["running_mean"] if case.given_statistics else None,
-                           given_var=a["running_var"] if case.given_statistics else None)
+                           given_var=a["running_var"] if case.given_statistics else None,
+                           weight_offset=case.effective_weight_offset if a["weight"] is not None else 0.0,
+                           residual=a["residual"], grad_residual_out=a["grad_residual_out"])
     comparisons = [compare("y vs mpmath", got.y, exact.y, ctx.policy_y())]
+    if case.has_residual:
+        comparisons.append(compare("residual_out vs mpmath", got.residual_out, exact.residual_out,
+                                   ctx.policy_residual_out()))
     if got.dx is not None:
         comparisons.append(compare("dx vs mpmath", got.dx, exact.dx, ctx.policy_dx()))
     return comparisons

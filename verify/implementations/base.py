@@ -10,12 +10,14 @@ the truth follows them.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from normspec.derive import variants
 from normspec.verify.cases.case import Case, with_memory_layout
 from normspec.verify.implementations.conventions import TORCH, Conventions
 from normspec.verify.implementations.guard import (FATAL_ERRORS, CallTimeout, ContractViolation,
@@ -27,13 +29,18 @@ __all__ = ["CallTimeout", "ContractViolation", "FATAL_ERRORS", "Implementation",
            "ImplementationRaised", "ImplementationSummary", "RunResult", "describe_implementation"]
 
 
-RESULT_FIELDS = ("y", "dx", "dweight", "dbias", "running_mean", "running_var")
+RESULT_FIELDS = ("y", "residual_out", "dx", "dresidual", "dweight", "dbias", "running_mean", "running_var")
 
 
 @dataclass
 class RunResult:
+    """What one call gave, as float64 NumPy arrays, by internal name (an adaptive norm's dscale is
+    ``dweight``, see ``Variant.parameter_names``); None where the call has no such result."""
+
     y: np.ndarray
+    residual_out: np.ndarray | None = None  # the fused residual add's x + residual
     dx: np.ndarray | None = None
+    dresidual: np.ndarray | None = None
     dweight: np.ndarray | None = None
     dbias: np.ndarray | None = None
     running_mean: np.ndarray | None = None
@@ -58,6 +65,7 @@ class Implementation:
     timeout: float | None = None  # seconds per call
     source: dict[str, str] = field(default_factory=dict)  # import paths, for reproduction files
     conventions: Conventions = TORCH  # declared differences from torch (the truth follows them)
+    options: dict[str, float] = field(default_factory=dict)  # pinned options ({"weight_offset": 1.0})
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -74,96 +82,182 @@ class Implementation:
     def has_gradients(self, variant: str) -> bool:
         return self.gradients == "autograd" or variant in self.backwards
 
+    # --- options -----------------------------------------------------------------------
+    def takes_keyword(self, variant: str, option: str) -> bool:
+        """Whether ``variant``'s function (and its backward, where one is given) takes ``option``
+        as a keyword: named in its signature, or through ``**kwargs``."""
+        functions = [self.functions[variant], *([self.backwards[variant]] if variant in self.backwards else [])]
+        return all(_takes_keyword(fn, option) for fn in functions)
+
+    def pinned_options(self, variant: str) -> dict[str, float]:
+        """The options of ``variant`` every case takes at one value: those pinned by the user, and
+        those its function takes no keyword for, at their defaults (the function has them fixed)."""
+        record = variants.get(variant)
+        pinned = {o.name: self.options[o.name] for o in record.options if o.name in self.options}
+        for o in record.options:
+            if o.name not in pinned and variant in self.functions and not self.takes_keyword(variant, o.name):
+                pinned[o.name] = o.default
+        return pinned
+
+    def option_notes(self, variant: str) -> list[str]:
+        """For a report: the options of ``variant`` that are not drawn, and why."""
+        notes = []
+        for name, value in self.pinned_options(variant).items():
+            why = ("pinned" if name in self.options else
+                   f"its function takes no {name} keyword; pin another value with --option {name}=...")
+            notes.append(f"{variant}: {name}={value:g} in every case ({why})")
+        return notes
+
+    def _keywords(self, variant: str) -> tuple[str, ...]:
+        record = variants.get(variant)
+        return tuple(o.name for o in record.options if self.takes_keyword(variant, o.name))
+
+    # --- calling -----------------------------------------------------------------------
     def run(self, case: Case, arrays: dict, *, gradients: bool = True) -> RunResult:
         """Call ``case.variant`` on ``arrays`` (float64 values, cast to the case's dtype here)."""
         gradients = gradients and self.has_gradients(case.variant)
-        if self.array == "numpy":
-            return self._run_numpy(case, arrays, gradients)
-        return self._run_torch(case, arrays, gradients)
+        return _Call(self, case, arrays).run(gradients)
 
-    def _run_torch(self, case: Case, arrays: dict, gradients: bool) -> RunResult:
-        fn = self.functions[case.variant]
-        leaves = {k: case.torch_tensor(arrays[k], device=self.device) for k in ("x", "weight", "bias")}
-        autograd = gradients and self.gradients == "autograd"
+
+class _Call:
+    """One call of an implementation on one case: its inputs in the implementation's array
+    library, the forward, the gradients (autograd or the supplied backward), the contract checks."""
+
+    def __init__(self, impl: Implementation, case: Case, arrays: dict):
+        self.impl, self.case, self.arrays, self.record = impl, case, arrays, case.record
+        self.torch = impl.array == "torch"
+        self.differentiable = [n for n in self.record.gradients if arrays.get(n) is not None]
+        self.in_place = self.record.residual and impl.conventions.fused_add_in_place
+
+    def make(self, name: str, *, memory: bool = False):
+        if self.torch:
+            return self.case.torch_tensor(self.arrays.get(name), device=self.impl.device, memory=memory)
+        return self.case.numpy_array(self.arrays.get(name), memory=memory)
+
+    def run(self, gradients: bool) -> RunResult:
+        impl, case = self.impl, self.case
+        autograd = gradients and impl.gradients == "autograd" and self.torch
+        leaves = {n: self.make(n) for n in self.differentiable}
         if autograd:
             for tensor in leaves.values():
-                if tensor is not None:
-                    tensor.requires_grad_()
-        running = {k: case.torch_tensor(arrays[k], device=self.device) for k in ("running_mean", "running_var")}
-        x_in = _memory_view(case, leaves["x"]) if autograd else case.torch_tensor(arrays["x"], device=self.device,
-                                                                                  memory=True)
-        inputs = {"x": x_in, "weight": leaves["weight"], "bias": leaves["bias"]}
-        before = {k: v.detach().clone() for k, v in inputs.items() if v is not None}
-        with guarded(self.timeout, case, what="the forward"):
-            y = case.call(fn, x_in, leaves["weight"], leaves["bias"], running["running_mean"], running["running_var"])
-        _check_output("the output", y, like=x_in)
-        _check_unchanged(before, inputs)
-        result = RunResult(_np(y), running_mean=_np(running["running_mean"]), running_var=_np(running["running_var"]))
+                tensor.requires_grad_()
+        inputs = dict(leaves)
+        for name in ("x", "residual"):  # the per-element inputs in the case's memory layout
+            if name in leaves:
+                inputs[name] = (with_memory_layout(leaves[name], case.memory) if autograd
+                                else self.make(name, memory=True))
+        inputs.update({k: self.make(k) for k in ("running_mean", "running_var")})
+        before = {k: _copy(inputs[k]) for k in self.differentiable}
+        if self.in_place:  # it writes into x and residual: give it copies (differentiable ones)
+            for name in ("x", "residual"):
+                inputs[name] = inputs[name].clone() if self.torch else inputs[name].copy()
+        with guarded(impl.timeout, case, what="the forward"):
+            returned = case.call(impl.functions[case.variant], inputs, options=impl._keywords(case.variant))
+        outputs = self._outputs(returned, inputs)
+        unchanged = [k for k in self.differentiable if not (self.in_place and k in ("x", "residual"))]
+        named = lambda d: {self.record.signature_name(k): d[k] for k in unchanged}  # noqa: E731
+        _check_unchanged(named(before), named(inputs))
+        result = RunResult(_np(outputs["y"]), residual_out=_np(outputs.get("residual_out")),
+                           running_mean=_np(inputs["running_mean"]), running_var=_np(inputs["running_var"]))
         if gradients:
-            grad_out = case.torch_tensor(arrays["grad_out"], device=self.device)
-            grad_before = grad_out.clone()
+            upstream = {name: self.make(name) for name in _plan_upstream(self.record)}
+            upstream_before = {k: _copy(v) for k, v in upstream.items()}
             if autograd:
-                result.dx, result.dweight, result.dbias = self._autograd(case, y, leaves, grad_out)
+                grads = self._autograd(outputs, leaves, upstream)
             else:
-                result.dx, result.dweight, result.dbias = self._call_backward(case, grad_out, x_in, leaves, arrays)
-            _check_unchanged({"grad_out": grad_before}, {"grad_out": grad_out}, what="its backward")
+                detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+                for name in ("x", "residual"):  # the backward reads the inputs, not what the forward wrote
+                    if name in leaves:
+                        detached[name] = self.make(name, memory=True)
+                grads = self._call_backward(upstream, detached)
+            _check_unchanged(upstream_before, upstream, what="its backward")
+            for name, grad in grads.items():
+                setattr(result, f"d{name}", _np(grad))
         return result
 
-    def _autograd(self, case: Case, y, leaves: dict, grad_out):
-        inputs = [t for t in leaves.values() if t is not None]
-        if not y.requires_grad:
-            raise ContractViolation("the output does not require grad although x does: the implementation is "
-                                    "not differentiable (pass a backward, or gradients=None for forward-only)")
-        with guarded(self.timeout, case, what="the backward (autograd)"):
-            grads = iter(torch.autograd.grad(y, inputs, grad_out, allow_unused=True))
-        got = {k: next(grads) if t is not None else None for k, t in leaves.items()}
+    def _outputs(self, returned, inputs: dict) -> dict:
+        """The outputs by name (y; residual_out for the fused add), checked against the contract."""
+        names = self.record.outputs
+        x = inputs["x"]
+        if self.in_place:
+            if returned is not None:
+                raise ContractViolation(f"the call returned {type(returned).__name__}; declared fused_add=in_place, "
+                                        f"it should write y into x and the sum into residual and return None")
+            outputs = {"y": inputs["x"], "residual_out": inputs["residual"]}
+        elif len(names) == 1:
+            outputs = {"y": returned}
+        else:
+            if not isinstance(returned, (tuple, list)) or len(returned) != len(names):
+                shown = f"{len(returned)} values" if isinstance(returned, (tuple, list)) else type(returned).__name__
+                raise ContractViolation(f"the call returned {shown}, expected ({', '.join(names)}) (or declare "
+                                        f"--convention fused_add=in_place for the form that writes into its inputs)")
+            outputs = dict(zip(names, returned))
+        for name, value in outputs.items():
+            _check_output("the output" if name == "y" else f"the output {name}", value, like=x)
+        return outputs
+
+    def _autograd(self, outputs: dict, leaves: dict, upstream: dict) -> dict:
+        pairs = [(outputs[name], upstream["grad_out" if name == "y" else f"grad_{name}"]) for name in self.record.outputs]
+        for (tensor, _), name in zip(pairs, self.record.outputs):
+            if not tensor.requires_grad:
+                what = "the output" if name == "y" else f"the output {name}"
+                raise ContractViolation(f"{what} does not require grad although x does: the implementation is "
+                                        f"not differentiable (pass a backward, or gradients=None for forward-only)")
+        with guarded(self.impl.timeout, self.case, what="the backward (autograd)"):
+            grads = torch.autograd.grad([p[0] for p in pairs], list(leaves.values()), [p[1] for p in pairs],
+                                        allow_unused=True)
+        got = dict(zip(leaves, grads))
         for name, leaf in leaves.items():
-            if leaf is None:
-                continue
+            shown = self.record.signature_name(name)
             if got[name] is None:
-                raise ContractViolation(f"the output does not depend on {name} (autograd found no path to it), "
-                                        f"so there is no gradient of {name} to check")
-            _check_output(f"the gradient of {name}", got[name], like=leaf)
-        return tuple(_np(got[k]) for k in ("x", "weight", "bias"))
+                raise ContractViolation(f"the output does not depend on {shown} (autograd found no path to it), "
+                                        f"so there is no gradient of {shown} to check")
+            _check_output(f"the gradient of {shown}", got[name], like=leaf)
+        return got
 
-    def _run_numpy(self, case: Case, arrays: dict, gradients: bool) -> RunResult:
-        fn = self.functions[case.variant]
-        x = case.numpy_array(arrays["x"], memory=True)
-        params = {k: case.numpy_array(arrays[k]) for k in ("weight", "bias")}
-        running = {k: case.numpy_array(arrays[k]) for k in ("running_mean", "running_var")}
-        inputs = {"x": x, **params}
-        before = {k: v.copy() for k, v in inputs.items() if v is not None}
-        with guarded(self.timeout, case, what="the forward"):
-            y = case.call(fn, x, params["weight"], params["bias"], running["running_mean"], running["running_var"])
-        _check_output("the output", y, like=x)
-        _check_unchanged(before, inputs)
-        result = RunResult(_np(y), running_mean=_np(running["running_mean"]), running_var=_np(running["running_var"]))
-        if gradients:
-            grad_out = case.numpy_array(arrays["grad_out"])
-            grad_before = grad_out.copy()
-            result.dx, result.dweight, result.dbias = self._call_backward(case, grad_out, x, params, arrays)
-            _check_unchanged({"grad_out": grad_before}, {"grad_out": grad_out}, what="its backward")
-        return result
-
-    def _call_backward(self, case: Case, grad_out, x, params: dict, arrays: dict):
+    def _call_backward(self, upstream: dict, inputs: dict) -> dict:
         """The supplied backward, called with fresh running statistics (it must not need them updated)."""
-        lib = case.numpy_array if self.array == "numpy" else (lambda a: case.torch_tensor(a, device=self.device))
-        backward = self.backwards[case.variant]
-        detached = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in params.items()}
-        x = x.detach() if isinstance(x, torch.Tensor) else x
-        with guarded(self.timeout, case, what="the backward"):
-            grads = case.call(lambda *a: backward(grad_out, *a), x, detached["weight"], detached["bias"],
-                              lib(arrays["running_mean"]), lib(arrays["running_var"]))
-        if not isinstance(grads, (tuple, list)) or len(grads) != 3:
-            raise ContractViolation(f"the backward returned {type(grads).__name__}, expected (dx, dweight, dbias)")
-        for name, grad, like in zip(("x", "weight", "bias"), grads, (x, detached["weight"], detached["bias"])):
+        impl, case = self.impl, self.case
+        backward = impl.backwards[case.variant]
+        first = list(upstream.values())
+        with guarded(impl.timeout, case, what="the backward"):
+            grads = case.call(lambda *a, **k: backward(*first, *a, **k), inputs,
+                              options=impl._keywords(case.variant))
+        names = self.record.gradients
+        shown = ", ".join(f"d{self.record.signature_name(n)}" for n in names)
+        if not isinstance(grads, (tuple, list)) or len(grads) != len(names):
+            raise ContractViolation(f"the backward returned {type(grads).__name__}, expected ({shown})")
+        got = {}
+        for name, grad in zip(names, grads):
+            like = inputs.get(name)
             if like is None:
                 continue
+            label = self.record.signature_name(name)
             if grad is None:
-                raise ContractViolation(f"the backward returned None for d{name}, but {name} was passed: its "
+                raise ContractViolation(f"the backward returned None for d{label}, but {label} was passed: its "
                                         f"gradient is required")
-            _check_output(f"the gradient of {name}", grad, like=like)
-        return tuple(_np(g) for g in grads)
+            _check_output(f"the gradient of {label}", grad, like=like)
+            got[name] = grad
+        return got
+
+
+def _plan_upstream(record) -> tuple[str, ...]:
+    """The upstream gradients of ``record``'s outputs, as Case.arrays() names them."""
+    return tuple("grad_out" if output == "y" else f"grad_{output}" for output in record.outputs)
+
+
+def _copy(value):
+    if value is None:
+        return None
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value.copy()
+
+
+def _takes_keyword(fn: Callable, name: str) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): assume the textbook one
+        return False
+    return any(p.name == name and p.kind != p.POSITIONAL_ONLY or p.kind == p.VAR_KEYWORD for p in parameters)
 
 
 @dataclass(frozen=True)
@@ -178,11 +272,14 @@ class ImplementationSummary:
     source: dict
     conventions: Conventions
     variants: tuple[str, ...]
+    options: dict = field(default_factory=dict)  # the options pinned by the user
+    option_notes: tuple[str, ...] = ()  # the options not drawn, and why (Implementation.option_notes)
 
 
 def describe_implementation(impl: Implementation) -> ImplementationSummary:
+    notes = tuple(note for variant in impl.functions for note in impl.option_notes(variant))
     return ImplementationSummary(impl.name, impl.array, impl.gradients, impl.device, dict(impl.source),
-                                 impl.conventions, tuple(impl.functions))
+                                 impl.conventions, tuple(impl.functions), dict(impl.options), notes)
 
 
 def _describe(value: Any) -> tuple[str, tuple, str]:
@@ -212,11 +309,6 @@ def _check_unchanged(before: dict, after: dict, *, what: str = "the implementati
             same = np.array_equal(now, original, equal_nan=True)
         if not same:
             raise ContractViolation(f"{what} modified its input {name} in place")
-
-
-def _memory_view(case: Case, leaf: torch.Tensor) -> torch.Tensor:
-    """The case's memory layout applied to a leaf, differentiably."""
-    return with_memory_layout(leaf, case.memory)
 
 
 def _np(value) -> np.ndarray | None:

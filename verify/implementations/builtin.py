@@ -19,5 +19,7 @@ def builtin(name: str) -> Implementation:
         return Implementation(name, {v: getattr(numpy_ref, v) for v in variants.NAMES}, array="numpy",
                               gradients="backward",
                               backwards={v: getattr(numpy_ref, f"{v}_backward") for v in variants.NAMES})
-    module = torch_ref if name == "torch_ref" else torch.nn.functional
-    return Implementation(name, {v: getattr(module, v) for v in variants.NAMES})
+    if name == "torch_ref":
+        return Implementation(name, {v: getattr(torch_ref, v) for v in variants.NAMES})
+    native = [v for v in variants.NAMES if hasattr(torch.nn.functional, v)]  # torch has no fused or adaptive norms
+    return Implementation(name, {v: getattr(torch.nn.functional, v) for v in native})

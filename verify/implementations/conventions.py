@@ -28,6 +28,10 @@ fails). Every key, its values and its default (torch's):
                                     rms_norm's eps when the call passes eps=None: the machine
                                     epsilon of the compute dtype (torch), of the input dtype,
                                     or a fixed number (1e-6, say)
+    fused_add=returns|in_place      the fused residual add's calling form: returns (y, x + residual)
+                                    (the signature of normspec's references), or writes the sum
+                                    into residual and y into x and returns None (FlashInfer's and
+                                    vLLM's in-place form); checked on the arrays it wrote
 
 :func:`parse` reads ``{"running_var": "biased"}`` or ``["running_var=biased", ...]`` (the
 CLI's ``--convention`` and pytest's ``--normspec-convention``) and is the one place they
@@ -53,6 +57,7 @@ RUNNING_STATS = ("updated", "none")
 SCALARS = ("float64", "float32")
 COMPUTE_DTYPE = ("torch", *DTYPES)
 RMS_EPS = ("compute_dtype", "input_dtype")  # or a positive number
+FUSED_ADD = ("returns", "in_place")
 DECLARED_UNSUPPORTED = "declared unsupported"
 
 
@@ -67,10 +72,11 @@ class Conventions:
     compute_dtype: str = "torch"
     unsupported_dtypes: tuple[str, ...] = ()
     rms_eps: str | float = "compute_dtype"
+    fused_add: str = "returns"
 
     def __post_init__(self):
         for key, allowed in (("running_var", RUNNING_VAR), ("momentum", MOMENTUM), ("running_stats", RUNNING_STATS),
-                             ("scalars", SCALARS), ("compute_dtype", COMPUTE_DTYPE)):
+                             ("scalars", SCALARS), ("compute_dtype", COMPUTE_DTYPE), ("fused_add", FUSED_ADD)):
             _require_choice(key, getattr(self, key), allowed)
         unsupported = self.unsupported_dtypes
         if not isinstance(unsupported, (tuple, list)) or any(d not in DTYPES for d in unsupported):
@@ -114,6 +120,10 @@ class Conventions:
     @property
     def updates_running_stats(self) -> bool:
         return self.running_stats == "updated"
+
+    @property
+    def fused_add_in_place(self) -> bool:
+        return self.fused_add == "in_place"
 
     def compute_dtype_of(self, dtype: str) -> str:
         """The dtype the statistics of an input of ``dtype`` are computed in."""

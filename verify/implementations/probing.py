@@ -15,7 +15,7 @@ import torch
 
 from normspec.derive import variants
 from normspec.derive.dtypes import DTYPES
-from normspec.derive.errors import NormSpecError, require
+from normspec.derive.errors import NormSpecError, check_weight_offset, require
 from normspec.verify.cases.case import Case
 from normspec.verify.implementations.base import Implementation
 from normspec.verify.implementations.guard import FATAL_ERRORS, ImplementationRaised, describe_error, guarded
@@ -26,15 +26,19 @@ from normspec.verify.implementations.loading import load, load_module
 
 def build(impl: Callable | str, variant: str, *, backward: Callable | str | None = None, device: str = "cpu",
           array: str | None = None, name: str | None = None, timeout: float | None = None,
-          isolate: bool = False, conventions: Conventions | Mapping | Iterable[str] | None = None) -> Implementation:
+          isolate: bool = False, conventions: Conventions | Mapping | Iterable[str] | None = None,
+          options: Mapping[str, object] | Iterable[str] | None = None) -> Implementation:
     """An :class:`Implementation` of one variant from a callable or an import path.
 
     The array kind and differentiability are probed by calling ``impl`` on a small case,
     under the time limit, and in a worker process when ``isolate`` (a probe may crash).
     ``conventions``: how it differs from torch on purpose (``conventions.parse`` reads them).
+    ``options``: the variant's keyword options it has fixed (``{"weight_offset": 1.0}``, or
+    ``["weight_offset=1"]``; :func:`parse_options`).
     """
     variants.get(variant)
     conventions = parse_conventions(conventions)
+    options = parse_options(options, (variant,))
     require(array in (None, "torch", "numpy"), "array", array, "'torch', 'numpy' or None (detect)")
     source = {}
     if isinstance(impl, str):
@@ -53,18 +57,18 @@ def build(impl: Callable | str, variant: str, *, backward: Callable | str | None
     label = name or source.get("impl") or getattr(impl, "__qualname__", repr(impl))
     return Implementation(label, {variant: impl}, array=array, gradients=gradients,
                           backwards={variant: backward} if backward else {}, device=device, timeout=timeout,
-                          source=source, conventions=conventions)
+                          source=source, conventions=conventions, options=options)
 
 
 def build_module(module: ModuleType | str, *, variants_wanted: tuple[str, ...] | None = None, device: str = "cpu",
                  array: str | None = None, name: str | None = None, timeout: float | None = None,
-                 isolate: bool = False, conventions: Conventions | Mapping | Iterable[str] | None = None
-                 ) -> Implementation:
+                 isolate: bool = False, conventions: Conventions | Mapping | Iterable[str] | None = None,
+                 options: Mapping[str, object] | Iterable[str] | None = None) -> Implementation:
     """An :class:`Implementation` of every variant a module provides: its functions named after
     variants (``layer_norm``, ...), with ``<variant>_backward`` where it has one (the signature of
     ``normspec.numpy_ref.*_backward``). ``variants_wanted`` are checked to be there (the
     caller runs the battery on them; the other functions serve the identities). ``conventions``:
-    as for :func:`build`, for every function of the module."""
+    and ``options`` as for :func:`build`, for every function of the module."""
     conventions = parse_conventions(conventions)
     source = {}
     if isinstance(module, str):
@@ -88,7 +92,37 @@ def build_module(module: ModuleType | str, *, variants_wanted: tuple[str, ...] |
     differentiable = all(d for _, d in kinds.values())
     gradients = "backward" if backwards else ("autograd" if differentiable else None)
     return Implementation(label, functions, array=arrays.pop(), gradients=gradients, backwards=backwards,
-                          device=device, timeout=timeout, source=source, conventions=conventions)
+                          device=device, timeout=timeout, source=source, conventions=conventions,
+                          options=parse_options(options, provided))
+
+
+def parse_options(options: Mapping[str, object] | Iterable[str] | None, provided: Iterable[str], *,
+                  argument: str = "options") -> dict[str, float]:
+    """Pinned options from a mapping (``{"weight_offset": 1.0}``) or ``"name=value"`` strings (the
+    CLI's ``--option``, pytest's ``--normspec-option``): each an option of one of the ``provided``
+    variants, with a value it takes. A bad name or value raises NormSpecError naming it."""
+    if options is None:
+        return {}
+    if isinstance(options, Mapping):
+        pairs = list(options.items())
+    else:
+        pairs = []
+        for entry in [options] if isinstance(options, str) else list(options):
+            name, sep, value = str(entry).partition("=")
+            require(bool(sep) and bool(name.strip()), argument, entry, "'name=value', e.g. weight_offset=1")
+            pairs.append((name.strip(), value.strip()))
+    known = {o.name for v in provided for o in variants.get(v).options}
+    pinned: dict[str, float] = {}
+    for name, value in pairs:
+        require(name in known, argument, f"{name}={value}",
+                f"an option of {', '.join(provided)} ({', '.join(sorted(known)) or 'they have none'})")
+        require(name not in pinned, argument, f"{name}={value}", f"one value (already {name}={pinned.get(name)})")
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            number = value
+        pinned[name] = check_weight_offset(number, name=f"{argument} {name}")
+    return pinned
 
 
 class ProbeFailed(NormSpecError):
@@ -171,18 +205,36 @@ def _outcome(call: Callable[[], object], case: Case, timeout: float | None) -> t
     return out, f"returned a {type(out).__name__}"
 
 
+def _first_output(out: object, case: Case, raised: str) -> object:
+    """The array a probe call gave: its return value, its first output (the fused add returns
+    (y, residual_out)), or for a fused add that returned None without raising (the in-place form)
+    the marker that it took the arrays it was given."""
+    if isinstance(out, (tuple, list)) and out:
+        return out[0]
+    if out is None and case.record.residual and not raised.startswith("raised"):
+        return _TOOK_ITS_ARRAYS
+    return out
+
+
+_TOOK_ITS_ARRAYS = object()
+_PROBED = ("x", "residual", "weight", "bias")
+
+
 def detect_array(impl: Callable, variant: str, dtype: str = "float64", timeout: float | None = None) -> str:
     """'torch' if ``impl`` returns a tensor for tensor inputs, 'numpy' if it returns an array
-    for NumPy inputs; otherwise :class:`ProbeFailed` naming what both calls did."""
+    for NumPy inputs; otherwise :class:`ProbeFailed` naming what both calls did. The probe
+    calls pass no keyword option."""
     case = _probe_case(variant, dtype)
     arrays = case.arrays()
-    tensors = [case.torch_tensor(arrays[k]) for k in ("x", "weight", "bias")]
-    out, with_torch = _outcome(lambda: case.call(impl, *tensors), case, timeout)
-    if isinstance(out, torch.Tensor):
+    tensors = {k: case.torch_tensor(arrays[k]) for k in _PROBED}
+    out, with_torch = _outcome(lambda: case.call(impl, tensors, options=()), case, timeout)
+    out = _first_output(out, case, with_torch)
+    if isinstance(out, torch.Tensor) or out is _TOOK_ITS_ARRAYS:
         return "torch"
-    out, with_numpy = _outcome(lambda: case.call(impl, *(case.numpy_array(arrays[k]) for k in ("x", "weight", "bias"))),
-                               case, timeout)
-    if isinstance(out, np.ndarray):
+    numpy_arrays = {k: case.numpy_array(arrays[k]) for k in _PROBED}
+    out, with_numpy = _outcome(lambda: case.call(impl, numpy_arrays, options=()), case, timeout)
+    out = _first_output(out, case, with_numpy)
+    if isinstance(out, np.ndarray) or out is _TOOK_ITS_ARRAYS:
         return "numpy"
     raise ProbeFailed(f"impl={getattr(impl, '__qualname__', impl)!r}: expected a function of torch tensors or of "
                       f"NumPy arrays, but the probe call ({case.short()}) with torch tensors {with_torch} and "
@@ -192,6 +244,11 @@ def detect_array(impl: Callable, variant: str, dtype: str = "float64", timeout: 
 
 def is_differentiable(impl: Callable, variant: str, dtype: str = "float64", timeout: float | None = None) -> bool:
     case = _probe_case(variant, dtype)
-    x = case.torch_tensor(case.arrays()["x"]).requires_grad_()
-    out, _ = _outcome(lambda: case.call(impl, x), case, timeout)
+    arrays = case.arrays()
+    inputs = {k: case.torch_tensor(arrays[k]) for k in _PROBED}
+    inputs["x"].requires_grad_()
+    out, happened = _outcome(lambda: case.call(impl, inputs, options=()), case, timeout)
+    out = _first_output(out, case, happened)
+    if out is _TOOK_ITS_ARRAYS:  # the in-place form wrote y into its (non-leaf) x
+        return False
     return isinstance(out, torch.Tensor) and out.requires_grad

@@ -118,6 +118,12 @@ class Report:
         self.gradients, self.device = implementation.gradients, implementation.device
         self.unknown_expected = unknown_expected or []
         self.conventions = getattr(implementation, "conventions", TORCH)  # declared: the truth followed them
+        self.options = dict(getattr(implementation, "options", {}))  # pinned: every case used them
+        chosen = set(r.variant for r in battery.reports)
+        notes = getattr(implementation, "option_notes", ())
+        if callable(notes):  # an Implementation (a summary carries them as data)
+            notes = [n for v in implementation.functions for n in implementation.option_notes(v)]
+        self.option_notes = [n for n in notes if n.split(":")[0] in chosen]
         self.execution = execution  # where the implementation's calls ran
 
     @property
@@ -143,8 +149,8 @@ class Report:
             "counts": {status: len(self.battery.by_status(status))
                        for status in (PASSED, FAILED, RANGE_LIMIT, EXPECTED, SKIPPED)},
             "unknown_expected_failures": self.unknown_expected,
-            "conventions": self.conventions.declared(),
-            "checks": [_check_dict(r, self.conventions) for r in self.checks],
+            "conventions": self.conventions.declared(), "options": self.options, "option_notes": self.option_notes,
+            "checks": [_check_dict(r, self.conventions, self.options) for r in self.checks],
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -164,7 +170,7 @@ class Report:
             lines.append(f"| {r.check} | {r.dtype} | {status} | {ratio} | {r.examples} |")
         for r in self.battery.failed:
             reproduce = (replay_line(r, self.battery.implementation) if r.repro_path
-                         else reproduction(r, self.conventions))
+                         else reproduction(r, self.conventions, self.options))
             lines += ["", f"**{r.id}** failed: {r.reason}", "", f"- minimal case: `{r.case.short() if r.case else '-'}`",
                       f"- reproduce: `{reproduce}`"]
         return "\n".join(lines) + "\n"
@@ -187,23 +193,28 @@ class Report:
         console.print(f"mode: {self.mode}")
         console.print(f"calls ran in: {self.execution}")
         console.print(f"conventions: {self.conventions.describe()}")
+        for note in self.option_notes:
+            console.print(f"option: {note}")
         for entry in self.unknown_expected:
             console.print(marked(("warning", "yellow"), f": expected failure {entry!r} matches no check"))
         console.print(summary_line(self.battery))
 
 
-def reproduction(r: CheckReport, conventions: Conventions = TORCH) -> str:
-    """``r``'s one-line reproduction; a command line also declares the implementation's conventions."""
+def reproduction(r: CheckReport, conventions: Conventions = TORCH, options: dict | None = None) -> str:
+    """``r``'s one-line reproduction; a command line also declares the implementation's conventions
+    and pinned options."""
     line = r.reproduction()
     if line.startswith("normspec verify"):
-        return line + conventions.command_line()
+        return line + conventions.command_line() + "".join(f" --option {k}={v:g}" for k, v in (options or {}).items())
     declared = conventions.declared()
-    if line and declared:  # the Python call: the same declaration as a keyword
-        return line[:-1] + f", conventions={declared!r})"
+    if line and declared:  # the Python call: the same declarations as keywords
+        line = line[:-1] + f", conventions={declared!r})"
+    if line and options:
+        line = line[:-1] + f", options={options!r})"
     return line
 
 
-def _check_dict(r: CheckReport, conventions: Conventions = TORCH) -> dict:
+def _check_dict(r: CheckReport, conventions: Conventions = TORCH, options: dict | None = None) -> dict:
     worst = None
     if r.worst is not None:
         w = r.worst
@@ -216,7 +227,7 @@ def _check_dict(r: CheckReport, conventions: Conventions = TORCH) -> dict:
             "nondeterministic": r.nondeterministic,
             "worst": worst,
             "minimal_case": json.loads(r.case.to_json()) if r.case else None,
-            "reproduction": reproduction(r, conventions) or None, "reproduction_file": r.repro_path}
+            "reproduction": reproduction(r, conventions, options) or None, "reproduction_file": r.repro_path}
 
 
 def _finite(value: float) -> float | str:

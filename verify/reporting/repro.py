@@ -25,7 +25,8 @@ META_FIELDS = {"case": (dict, "a JSON object"), "check": (str, "a string"), "id"
                "implementation": (str, "a string"), "source": (dict, "a JSON object"),
                "array": (str, "a string"), "gradients": ((str, type(None)), "a string or null"),
                "failure": (str, "a string")}
-OPTIONAL_META_FIELDS = {"conventions": ((dict, type(None)), "a JSON object or null")}
+OPTIONAL_META_FIELDS = {"conventions": ((dict, type(None)), "a JSON object or null"),
+                        "options": ((dict, type(None)), "a JSON object or null")}
 MAX_META_CHARACTERS = 2**20  # a real description is a few kilobytes
 # What reading a damaged archive raises (a truncated member, a bad CRC, an unknown compression).
 DAMAGED = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
@@ -38,7 +39,8 @@ def write_case(path: Path, report, implementation) -> Path:
             "implementation": implementation.name, "source": implementation.source,
             "array": implementation.array, "gradients": implementation.gradients,
             "failure": report.reason,
-            "conventions": implementation.conventions.declared()}  # what the truth followed
+            "conventions": implementation.conventions.declared(),  # what the truth followed
+            "options": dict(getattr(implementation, "options", {}))}  # pinned: the keywords not passed
     arrays = {k: v for k, v in report.case.arrays().items() if v is not None}
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, meta=np.array(json.dumps(meta)), **arrays)

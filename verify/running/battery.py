@@ -168,8 +168,10 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
         state.update(case=case, message=message, worst=worst)
         raise CheckFailed(message)
 
+    pinned = impl.pinned_options(variant) if variant in impl.functions else {}
+
     @hypothesis_settings or current_settings(seeded=seed is not None)
-    @given(strategies.cases(variant, dtype, **check.case_options))
+    @given(strategies.cases(variant, dtype, options=pinned, **check.case_options))
     def search(case: Case) -> None:
         if state.get("fatal"):  # a hang or a crash: shrinking would repeat it for every example
             raise CheckFailed(state["message"])
@@ -196,7 +198,8 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     if seed is not None:
         search = hypothesis_seed(seed)(search)
     # the deterministic coverage grid runs first, in its order (explicit examples: never shrunk)
-    for grid_case in reversed(grid.cases(variant, dtype, sweep=check.kind == "oracle", **check.case_options)):
+    for grid_case in reversed(grid.cases(variant, dtype, sweep=check.kind == "oracle", options=pinned,
+                                         **check.case_options)):
         search = hypothesis_example(grid_case)(search)
     try:
         # NaN and inf are what comparisons report, not NumPy warnings

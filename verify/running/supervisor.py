@@ -81,6 +81,7 @@ class RunSpec:
     array: str | None = None
     name: str | None = None
     conventions: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # pinned keyword options ({"weight_offset": 1.0})
     isolate: bool = False
     pending_folder: str | None = None  # for --isolate: the case being called is written here
     expected_failures: dict = field(default_factory=dict)
@@ -173,11 +174,11 @@ def _build(connection, spec: RunSpec) -> tuple[Implementation, list[tuple[str, s
     if spec.is_module:
         implementation = build_module(spec.impl, variants_wanted=spec.variants, device=spec.device,
                                       array=spec.array, name=spec.name, timeout=spec.timeout,
-                                      isolate=spec.isolate, conventions=spec.conventions)
+                                      isolate=spec.isolate, conventions=spec.conventions, options=spec.options)
     else:
         implementation = build(spec.impl, spec.variants[0], backward=spec.backward, device=spec.device,
                                array=spec.array, name=spec.name, timeout=spec.timeout, isolate=spec.isolate,
-                               conventions=spec.conventions)
+                               conventions=spec.conventions, options=spec.options)
     return (isolated(implementation, artifacts=spec.pending_folder) if spec.isolate else implementation), planned
 
 

@@ -42,11 +42,16 @@ class PlainResult:
     mean: torch.Tensor  # the statistics, keepdims over the group (0 for rms_norm)
     var: torch.Tensor  # biased
     unbiased_var: torch.Tensor
+    residual_out: torch.Tensor | None = None  # the fused residual add: x + residual
 
 
-def plain(case: Case, x, weight=None, bias=None, running_mean=None, running_var=None) -> PlainResult:
-    """The variant's definition in torch ops on float64 tensors (differentiable)."""
+def plain(case: Case, x, weight=None, bias=None, running_mean=None, running_var=None, residual=None) -> PlainResult:
+    """The variant's definition in torch ops on float64 tensors (differentiable): what is
+    normalized (x, or x + residual for the fused add), its statistics, then the affine step with
+    the weight plus the case's weight offset (an adaptive norm's 1 + scale)."""
     eps = case.effective_eps
+    summed = x + residual if case.has_residual else None
+    x = summed if summed is not None else x
     grouped = _grouped(case, x)
     dims = case.record.natural.statistics(grouped.ndim, case.arguments())
     if case.given_statistics:
@@ -59,10 +64,10 @@ def plain(case: Case, x, weight=None, bias=None, running_mean=None, running_var=
         unbiased = var * count / max(count - 1, 1)
     y = ((grouped - mean) / torch.sqrt(var + eps)).reshape(x.shape)
     if weight is not None:
-        y = y * _param_view(case, weight, x)
+        y = y * (_param_view(case, weight, x) + case.effective_weight_offset)
     if bias is not None:
         y = y + _param_view(case, bias, x)
-    return PlainResult(y, mean, var, unbiased)
+    return PlainResult(y, mean, var, unbiased, summed)
 
 
 def plain_running(case: Case, x, running_mean, running_var, *,
@@ -86,7 +91,8 @@ def plain_running(case: Case, x, running_mean, running_var, *,
 
 @dataclass
 class Truth:
-    """float64 truth of one case: forward, VJP and statistics, as NumPy arrays."""
+    """float64 truth of one case: forward, VJP and statistics, as NumPy arrays (the fused add's
+    x + residual and the gradient of its residual too)."""
 
     y: np.ndarray
     dx: np.ndarray
@@ -94,6 +100,8 @@ class Truth:
     dbias: np.ndarray | None
     running_mean: np.ndarray | None
     running_var: np.ndarray | None
+    residual_out: np.ndarray | None = None
+    dresidual: np.ndarray | None = None
 
 
 def truth(case: Case, arrays: dict, *, conventions: Declared | None = None) -> Truth:
@@ -106,9 +114,13 @@ def truth(case: Case, arrays: dict, *, conventions: Declared | None = None) -> T
         finally:
             conventions_in_force.reset(token)
     t = {k: None if v is None else torch.from_numpy(np.array(v)) for k, v in arrays.items()}
-    leaves = {k: t[k].requires_grad_() for k in ("x", "weight", "bias") if t[k] is not None}
-    result = plain(case, t["x"], t["weight"], t["bias"], t["running_mean"], t["running_var"])
-    grads = torch.autograd.grad(result.y, list(leaves.values()), t["grad_out"], allow_unused=True)
+    leaves = {k: t[k].requires_grad_() for k in ("x", "residual", "weight", "bias") if t.get(k) is not None}
+    result = plain(case, t["x"], t["weight"], t["bias"], t["running_mean"], t["running_var"], t.get("residual"))
+    outputs, upstream = [result.y], [t["grad_out"]]
+    if result.residual_out is not None:
+        outputs.append(result.residual_out)
+        upstream.append(t["grad_residual_out"])
+    grads = torch.autograd.grad(outputs, list(leaves.values()), upstream, allow_unused=True)
     grad = dict(zip(leaves, grads))
     running = (None, None)
     if case.running and not case.given_statistics:
@@ -116,7 +128,7 @@ def truth(case: Case, arrays: dict, *, conventions: Declared | None = None) -> T
                                                         t["running_var"]))
     as_np = lambda v: None if v is None else v.detach().numpy()  # noqa: E731
     return Truth(as_np(result.y), as_np(grad["x"]), as_np(grad.get("weight")), as_np(grad.get("bias")),
-                 *running)
+                 *running, residual_out=as_np(result.residual_out), dresidual=as_np(grad.get("residual")))
 
 
 @dataclass

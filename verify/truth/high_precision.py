@@ -56,38 +56,56 @@ class HighPrecision:
     dx: np.ndarray  # shape of x
     dweight: np.ndarray | None  # layout.weight_shape; None when weight is None
     dbias: np.ndarray | None  # layout.weight_shape; None when bias is None
+    residual_out: np.ndarray | None = None  # the fused residual add's x + residual; None without one
 
 
 def high_precision(layout: Layout, x: np.ndarray, weight: np.ndarray | None, bias: np.ndarray | None,
                    grad_out: np.ndarray, *, eps: float, centered: bool = True,
                    given_mean: np.ndarray | None = None, given_var: np.ndarray | None = None,
-                   digits: int = 50) -> HighPrecision:
+                   weight_offset: float = 0.0, residual: np.ndarray | None = None,
+                   grad_residual_out: np.ndarray | None = None, digits: int = 50) -> HighPrecision:
     """Forward ``y`` and the VJP ``(dx, dweight, dbias)`` of ``L = sum(grad_out * y)``.
 
     ``weight``/``bias`` of shape ``layout.weight_shape``, or None for 1 and 0.
     ``centered=False`` is RMS norm (mu = 0, var = mean(x^2)). ``given_mean`` and
     ``given_var`` (both of shape ``layout.weight_shape``, e.g. batch_norm's running
     statistics in eval mode) replace the batch statistics; no gradient flows through
-    them, so every element is then its own group. Raises ``ValueError``
+    them, so every element is then its own group. ``weight_offset`` is added to the weight (exactly,
+    in high precision). With ``residual`` (the fused residual add) what is normalized is the exact
+    sum x + residual, returned as ``residual_out``, and ``dx`` (= dresidual) adds
+    ``grad_residual_out``, the upstream gradient of that sum. Raises ``ValueError``
     (:class:`NormSpecError`) when ``var + eps`` is exactly 0 in some group.
     """
     eps = check_eps(eps)
     _check_arrays(layout, x, weight, bias, grad_out, given_mean, given_var)
+    require((residual is None) == (grad_residual_out is None), "grad_residual_out",
+            None if grad_residual_out is None else "<array>", "given together with residual")
+    for name, value in (("residual", residual), ("grad_residual_out", grad_residual_out)):
+        if value is not None:
+            require(value.shape == x.shape and value.dtype == np.float64 and bool(np.all(np.isfinite(value))),
+                    name, f"<{value.dtype} array of shape {value.shape}>", f"a finite float64 array of x's shape")
     require(isinstance(digits, int) and digits >= 50, "digits", digits, "an int >= 50")
     given = given_mean is not None
     group_dims = () if given else layout.group_dims  # given statistics: each element alone
     with mpmath.workdps(digits):
-        work = {"x": _in_work(layout, x, per_element=True), "g": _in_work(layout, grad_out, per_element=True),
-                "gamma": _in_work(layout, weight, default=1.0), "beta": _in_work(layout, bias),
+        summed = _in_work(layout, x, per_element=True)
+        if residual is not None:
+            summed = summed + _in_work(layout, residual, per_element=True)  # exact: mpf sums of float64 values
+        offset = mpf(float(weight_offset)) if weight is not None else mpf(0)
+        work = {"x": summed, "g": _in_work(layout, grad_out, per_element=True),
+                "gamma": _in_work(layout, weight, default=1.0) + offset, "beta": _in_work(layout, bias),
                 "mean": _in_work(layout, given_mean), "var": _in_work(layout, given_var)}
         rows = {name: _to_rows(a, group_dims) for name, a in work.items()}
         xhat, dx = _all_groups(rows, mpf(eps), centered, given)
         xhat, dx = _from_rows(xhat, work["x"].shape, group_dims), _from_rows(dx, work["x"].shape, group_dims)
         y = work["gamma"] * xhat + work["beta"]
+        if grad_residual_out is not None:  # the sum's own gradient passes through to x and residual
+            dx = dx + _in_work(layout, grad_residual_out, per_element=True)
         dweight = None if weight is None else _sum_over(work["g"] * xhat, layout)
         dbias = None if bias is None else _sum_over(work["g"], layout)
         return HighPrecision(_round(y, x.shape), _round(dx, x.shape),
-                             _round(dweight, layout.weight_shape), _round(dbias, layout.weight_shape))
+                             _round(dweight, layout.weight_shape), _round(dbias, layout.weight_shape),
+                             residual_out=None if residual is None else _round(summed, x.shape))
 
 
 def ulp_error(actual: np.ndarray, truth: np.ndarray, scale: np.ndarray | float) -> np.ndarray:
