@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(VENV)/bin/normspec all
 
+# the suite on every core (pytest-xdist), each test file on one worker (module fixtures run once)
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/bench_references.py

@@ -1,7 +1,8 @@
 """False alarms of the battery on correct implementations written in other styles.
 
-The four modules of ``tests/styles`` (plain torch autograd, autograd.Functions with a
-closed-form backward, reshape-based, NumPy with hand-written backwards) are correct: every
+The five modules of ``tests/styles`` (plain torch autograd, autograd.Functions with a
+closed-form backward, reshape-based, NumPy with hand-written backwards, and compositions of
+torch's own ops for the variants kernels ship) are correct: every
 failure the battery reports on them is either a false alarm of normspec or a real deviation
 of the style, and each has to be classified by hand (its minimal case and replay command are
 printed). For each style x seed it runs the battery (``run_battery`` on
@@ -42,7 +43,7 @@ from normspec.verify.implementations.probing import build_module  # noqa: E402
 from normspec.verify.running.battery import EXPECTED, FAILED, RANGE_LIMIT, SKIPPED, run_battery  # noqa: E402
 from normspec.verify.running.profiles import current_settings  # noqa: E402
 
-STYLES = ("plain_autograd", "closed_form", "reshape_based", "numpy_backward")
+STYLES = ("plain_autograd", "closed_form", "reshape_based", "numpy_backward", "kernel_variants")
 
 
 def _listed(text: str | None, allowed: tuple[str, ...], option: str) -> list[str]:

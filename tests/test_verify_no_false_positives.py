@@ -4,7 +4,10 @@ one (tests.broken.impls controls, plain torch autograd), and torch's native ops 
 explained deviations are expected failures, not false ones).
 
 The default run uses one random seed; HYPOTHESIS_PROFILE=thorough runs three (and
-benchmarks/false_positives.py measures 200 examples x 3 seeds per check on four styles)."""
+benchmarks/false_positives.py measures 200 examples x 3 seeds per check on five styles). The
+seeded runs of the references and of torch skip the deterministic coverage grid, which
+tests/test_verify_battery.py runs on the same implementations: what a seed adds is its random
+examples."""
 import pytest
 
 from tests.broken.impls import CORRECT
@@ -20,7 +23,7 @@ SEEDS = (11, 12, 13) if profile_name() == "thorough" else (11,)
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("name", ["numpy_ref", "torch_ref"])
 def test_references_under_random_seeds(name, seed):
-    battery = run_battery(builtin(name), seed=seed)
+    battery = run_battery(builtin(name), seed=seed, coverage_grid=False)
     assert not battery.failed, [f"{r.id}: {r.reason}\n  {r.reproduction()}" for r in battery.failed]
 
 
@@ -34,5 +37,5 @@ def test_plain_controls_under_random_seeds(name, seed):
 
 
 def test_torch_native_under_a_random_seed():
-    battery = run_battery(builtin("torch_native"), seed=SEEDS[0])
+    battery = run_battery(builtin("torch_native"), seed=SEEDS[0], coverage_grid=False)
     assert not battery.failed, [f"{r.id}: {r.reason}\n  {r.reproduction()}" for r in battery.failed]

@@ -214,7 +214,7 @@ ZOO: dict[str, ZooEntry] = {
     "gemma_rms_norm_without_offset": _entry(
         "rms_norm", "kernel_variant_bugs:gemma_rms_norm_without_offset",
         {"forward", "backward", "mpmath", "identity_recovery", "finite_differences"},
-        "Gemma kernel: the built-in +1 of the weight missing (Liger-Kernel #74)",
+        "Gemma kernel: the built-in +1 of the weight missing (Liger-Kernel #74)", _F64,
         arguments=("--option", "weight_offset=1")),
     "fused_add_rms_norm_residual_grad_through_norm": _entry(
         "fused_add_rms_norm", "kernel_variant_bugs:fused_add_rms_norm_residual_grad_through_norm",
@@ -223,19 +223,19 @@ ZOO: dict[str, ZooEntry] = {
     "fused_add_layer_norm_normalizes_x": _entry(
         "fused_add_layer_norm", "kernel_variant_bugs:fused_add_layer_norm_normalizes_x",
         {"forward", "backward", "mpmath", "fused_add_is_norm_of_sum", "identity_recovery", "second_moment"},
-        "fused add: x normalized instead of x + residual"),
+        "fused add: x normalized instead of x + residual", _F64),
     "fused_add_rms_norm_in_place_keeps_residual": _entry(
         "fused_add_rms_norm", "kernel_variant_bugs:fused_add_rms_norm_in_place_keeps_residual",
         {"forward", "mpmath", "fused_add_is_norm_of_sum"},
-        "fused add, in-place form: the sum never written into the residual stream",
+        "fused add, in-place form: the sum never written into the residual stream", _F64,
         arguments=("--convention", "fused_add=in_place")),
     "adaptive_layer_norm_scale_without_one": _entry(
         "adaptive_layer_norm", "kernel_variant_bugs:adaptive_layer_norm_scale_without_one",
         {"forward", "backward", "mpmath", "unmodulated", "identity_recovery"},
-        "adaptive norm: multiplies by scale, not 1 + scale"),
+        "adaptive norm: multiplies by scale, not 1 + scale", _F64),
     "adaptive_rms_norm_first_sample_scale": _entry(
         "adaptive_rms_norm", "kernel_variant_bugs:adaptive_rms_norm_first_sample_scale",
         {"forward", "backward", "mpmath", "modulated_per_sample", "finite_differences"},
-        "adaptive norm: every sample modulated by the first sample's scale"),
+        "adaptive norm: every sample modulated by the first sample's scale", _F64),
 }
 

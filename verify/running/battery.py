@@ -142,8 +142,10 @@ def _expected(impl: Implementation, check_id: str, case: Case, ratio: float,
 def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
               hypothesis_settings: settings | None = None,
               expected_failures: Mapping[str, ExpectedFailure] | Iterable[str] = (),
-              seed: int | None = None) -> CheckReport:
-    """One hypothesis search for a counterexample to ``check`` on ``impl``.
+              seed: int | None = None, coverage_grid: bool = True) -> CheckReport:
+    """One hypothesis search for a counterexample to ``check`` on ``impl``, after the deterministic
+    coverage grid (``coverage_grid=False``: the search alone, for a run that repeats a grid
+    another run has covered, e.g. the same battery under another seed).
 
     A failure that is not a bug (see :func:`_tolerated`) is recorded and the search goes on,
     so a range limit or a known deviation never hides a bug of the same check; the first
@@ -198,8 +200,9 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     if seed is not None:
         search = hypothesis_seed(seed)(search)
     # the deterministic coverage grid runs first, in its order (explicit examples: never shrunk)
-    for grid_case in reversed(grid.cases(variant, dtype, sweep=check.kind == "oracle", options=pinned,
-                                         **check.case_options)):
+    grid_cases = grid.cases(variant, dtype, sweep=check.kind == "oracle", options=pinned,
+                            **check.case_options) if coverage_grid else ()
+    for grid_case in reversed(grid_cases):
         search = hypothesis_example(grid_case)(search)
     try:
         # NaN and inf are what comparisons report, not NumPy warnings
@@ -299,16 +302,16 @@ def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANT_NAMES
                 checks: Iterable[str] | None = None, hypothesis_settings: settings | None = None,
                 progress: Callable[[CheckReport], None] | None = None,
                 expected_failures: Mapping[str, ExpectedFailure] | Iterable[str] = (),
-                seed: int | None = None) -> BatteryReport:
+                seed: int | None = None, coverage_grid: bool = True) -> BatteryReport:
     """Every search of :func:`plan`, in this process. An interrupt by the user (Ctrl-C) ends the
-    run early with the reports so far (``interrupted``)."""
+    run early with the reports so far (``interrupted``); ``coverage_grid`` as for :func:`run_check`."""
     start = time.perf_counter()
     battery = BatteryReport(impl.name)
     try:
         with user_interrupts():
             for variant, dtype, check in plan(variants, dtypes, checks):
                 report = run_check(impl, CHECKS[check], variant, dtype, hypothesis_settings=hypothesis_settings,
-                                   expected_failures=expected_failures, seed=seed)
+                                   expected_failures=expected_failures, seed=seed, coverage_grid=coverage_grid)
                 battery.reports.append(report)
                 if progress:
                     progress(report)
