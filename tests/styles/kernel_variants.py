@@ -1,7 +1,12 @@
-"""The variants kernels ship, written as compositions of torch's own ops (differentiated by torch
-autograd): ``F.layer_norm`` / ``F.rms_norm`` of ``x + residual`` with ``weight + weight_offset``,
-the modulation ``* (1 + scale) + shift`` broadcast by a view. Correct by construction; the
+"""The variants kernels ship, written as compositions (differentiated by torch autograd): one
+two-pass normalize, then ``* (weight + weight_offset)``, of ``x + residual`` for the fused add,
+``* (1 + scale) + shift`` broadcast by a view for the adaptive norms. Correct by construction; the
 battery must pass them (a failure is a false alarm of normspec).
+
+The normalize is written out (mean, then the mean of squared deviations, in float32 for 16-bit
+inputs) rather than ``F.layer_norm``: torch's CPU float32 layer_norm is not correct on every case
+the battery draws (``[-9999.99121094, -9999.99023438]``, two float32 values one ulp apart, with
+eps=1e-12 gives [-976.56, 0.0] where the float64 truth is [-1, 1]), and a style must be right.
 
 ``gemma_rms_norm`` (the offset 1 built in, no keyword: checked with ``--option weight_offset=1``)
 and ``fused_add_rms_norm_in_place`` (vLLM's form: y into x, the sum into residual, returns None:
@@ -11,7 +16,6 @@ by declaration.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["layer_norm", "rms_norm", "fused_add_layer_norm", "fused_add_rms_norm", "adaptive_layer_norm",
            "adaptive_rms_norm"]
@@ -26,25 +30,42 @@ def _offset(weight, weight_offset):
     return None if weight is None else _wide(weight) + weight_offset
 
 
+def _normalize(x, normalized_shape, eps, *, centered: bool):
+    """xhat over the trailing normalized_shape, two-pass, in x's (widened) dtype."""
+    dims = tuple(range(x.dim() - len(tuple(normalized_shape)), x.dim()))
+    mean = x.mean(dims, keepdim=True) if centered else 0.0
+    return (x - mean) / torch.sqrt(((x - mean) ** 2).mean(dims, keepdim=True) + eps)
+
+
+def _affine(xhat, weight, bias, weight_offset):
+    y = xhat if weight is None else xhat * _offset(weight, weight_offset)
+    return y if bias is None else y + _wide(bias)
+
+
+def _rms_eps(x, eps):
+    return torch.finfo(x.dtype).eps if eps is None else eps
+
+
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5, *, weight_offset=0.0):
-    return F.layer_norm(_wide(x), normalized_shape, _offset(weight, weight_offset), _wide(bias), eps).to(x.dtype)
+    xhat = _normalize(_wide(x), normalized_shape, eps, centered=True)
+    return _affine(xhat, weight, bias, weight_offset).to(x.dtype)
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, weight_offset=0.0):
-    eps = torch.finfo(_wide(x).dtype).eps if eps is None else eps
-    return F.rms_norm(_wide(x), normalized_shape, _offset(weight, weight_offset), eps).to(x.dtype)
+    xhat = _normalize(_wide(x), normalized_shape, _rms_eps(_wide(x), eps), centered=False)
+    return _affine(xhat, weight, None, weight_offset).to(x.dtype)
 
 
 def fused_add_layer_norm(x, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, weight_offset=0.0):
     s = _wide(x) + _wide(residual)  # the sum in float32, normalized unrounded, returned rounded
-    y = F.layer_norm(s, normalized_shape, _offset(weight, weight_offset), _wide(bias), eps)
+    y = _affine(_normalize(s, normalized_shape, eps, centered=True), weight, bias, weight_offset)
     return y.to(x.dtype), s.to(x.dtype)
 
 
 def fused_add_rms_norm(x, residual, normalized_shape, weight=None, eps=None, *, weight_offset=0.0):
     s = _wide(x) + _wide(residual)
-    eps = torch.finfo(s.dtype).eps if eps is None else eps
-    return F.rms_norm(s, normalized_shape, _offset(weight, weight_offset), eps).to(x.dtype), s.to(x.dtype)
+    y = _affine(_normalize(s, normalized_shape, _rms_eps(s, eps), centered=False), weight, None, weight_offset)
+    return y.to(x.dtype), s.to(x.dtype)
 
 
 def _per_sample(p, x):
@@ -52,18 +73,19 @@ def _per_sample(p, x):
 
 
 def adaptive_layer_norm(x, normalized_shape, scale, shift, eps=1e-6):
-    y = F.layer_norm(_wide(x), normalized_shape, eps=eps) * (1 + _per_sample(scale, x)) + _per_sample(shift, x)
-    return y.to(x.dtype)
+    xhat = _normalize(_wide(x), normalized_shape, eps, centered=True)
+    return (xhat * (1 + _per_sample(scale, x)) + _per_sample(shift, x)).to(x.dtype)
 
 
 def adaptive_rms_norm(x, normalized_shape, scale, eps=1e-6):
-    return (F.rms_norm(_wide(x), normalized_shape, eps=eps) * (1 + _per_sample(scale, x))).to(x.dtype)
+    xhat = _normalize(_wide(x), normalized_shape, eps, centered=False)
+    return (xhat * (1 + _per_sample(scale, x))).to(x.dtype)
 
 
 def gemma_rms_norm(x, normalized_shape, weight=None, eps=None):
     """Gemma's RMSNorm: the weight stored zero-centered, the +1 built in (no weight_offset keyword)."""
-    eps = torch.finfo(_wide(x).dtype).eps if eps is None else eps
-    return F.rms_norm(_wide(x), normalized_shape, None if weight is None else _wide(weight) + 1.0, eps).to(x.dtype)
+    xhat = _normalize(_wide(x), normalized_shape, _rms_eps(_wide(x), eps), centered=False)
+    return _affine(xhat, weight, None, 1.0 if weight is not None else 0.0).to(x.dtype)
 
 
 def fused_add_rms_norm_in_place(x, residual, normalized_shape, weight=None, eps=None, *, weight_offset=0.0):
