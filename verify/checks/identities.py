@@ -110,6 +110,18 @@ def _both(label: str, got, other, tol) -> Comparison:
     return compare(label, got, other, dataclasses.replace(tol, magnitude=2 * tol.magnitude))
 
 
+def _two_calls(impl: Implementation, ctx: Context, label: str, first: tuple[Case, dict],
+               second: tuple[Case, dict]) -> list[Comparison]:
+    """y (and dx, where both calls have gradients) of two calls that must agree, each within the
+    tolerance of ``ctx``'s truth."""
+    gradients = impl.has_gradients(first[0].variant) and impl.has_gradients(second[0].variant)
+    a, b = (impl.run(case, arrays, gradients=gradients) for case, arrays in (first, second))
+    comparisons = [_both(f"y: {label}", a.y, b.y, ctx.policy_y())]
+    if gradients:
+        comparisons.append(_both(f"dx: {label}", a.dx, b.dx, ctx.policy_dx()))
+    return comparisons
+
+
 def check_offset_is_shifted_weight(impl: Implementation, case: Case) -> list[Comparison]:
     """f(weight, weight_offset=c) = f(weight + c, weight_offset=0): forward and gradients."""
     offset = case.weight_offset or 1.0
@@ -119,15 +131,9 @@ def check_offset_is_shifted_weight(impl: Implementation, case: Case) -> list[Com
     plain_case = dataclasses.replace(case, weight_offset=0.0)
     # the offset form's truth with the same effective weight (weight + c rounded as the plain call gets it)
     arrays = dict(ctx.arrays, weight=shifted_weight - offset)
-    gradients = impl.has_gradients(case.variant)
-    got = impl.run(case, arrays, gradients=gradients)
-    plain_result = impl.run(plain_case, dict(arrays, weight=shifted_weight), gradients=gradients)
     ctx = Context(case, arrays, definition.truth(case, arrays))
-    comparisons = [_both(f"y(weight_offset={offset:g}) - y(weight + {offset:g})", got.y, plain_result.y,
-                         ctx.policy_y())]
-    if gradients:
-        comparisons.append(_both("dx of both forms", got.dx, plain_result.dx, ctx.policy_dx()))
-    return comparisons
+    return _two_calls(impl, ctx, f"weight_offset={offset:g} - (weight + {offset:g}, weight_offset=0)",
+                      (case, arrays), (plain_case, dict(arrays, weight=shifted_weight)))
 
 
 def check_fused_add_is_norm_of_sum(impl: Implementation, case: Case) -> list[Comparison]:
@@ -156,14 +162,8 @@ def check_unmodulated(impl: Implementation, case: Case) -> list[Comparison]:
     ctx = Context.of(case)
     base = Case(case.record.name.removeprefix("adaptive_"), case.shape, case.dtype, eps=case.eps, affine=False,
                 normalized_ndim=case.normalized_ndim, memory=case.memory, values=case.values, seed=case.seed)
-    gradients = impl.has_gradients(case.variant) and impl.has_gradients(base.variant)
-    modulated = impl.run(case, ctx.arrays, gradients=gradients)
-    plain_result = impl.run(base, dict(ctx.arrays, weight=None, bias=None), gradients=gradients)
-    comparisons = [_both(f"{case.variant}(scale=0, shift=0) - {base.variant}", modulated.y, plain_result.y,
-                         ctx.policy_y())]
-    if gradients:
-        comparisons.append(_both("dx of both", modulated.dx, plain_result.dx, ctx.policy_dx()))
-    return comparisons
+    return _two_calls(impl, ctx, f"{case.variant}(scale=0, shift=0) - {base.variant}",
+                      (case, ctx.arrays), (base, dict(ctx.arrays, weight=None, bias=None)))
 
 
 def check_modulated_per_sample(impl: Implementation, case: Case) -> list[Comparison]:
