@@ -173,6 +173,11 @@ class Variant:
         return ("y", "residual_out") if self.residual else ("y",)
 
     @property
+    def upstream(self) -> dict[str, str]:
+        """Each output's upstream gradient, by the name a backward takes it under, in output order."""
+        return {output: "grad_out" if output == "y" else f"grad_{output}" for output in self.outputs}
+
+    @property
     def gradients(self) -> tuple[str, ...]:
         """The internal names of what ``<name>_backward`` returns, in order: (x, weight, bias) for
         the textbook variants (None for an absent parameter), and the differentiable arguments

@@ -229,16 +229,11 @@ def run_backward(backend: Backend, plan: Plan, grad_out: Any, grad_residual_out:
     return tuple(back(name) for name in plan.variant.gradients)
 
 
-def upstream_names(variant: Variant) -> tuple[str, ...]:
-    """The upstream gradients a backward of ``variant`` takes, one per output."""
-    return tuple("grad_out" if output == "y" else f"grad_{output}" for output in variant.outputs)
-
-
 def public_variant(backend: Backend, name: str, forward: Callable[[Plan], tuple]) -> tuple[Callable, Callable]:
     """The public ``name`` and ``name_backward`` of one library, with the registry's signature
     of ``name``, run by ``forward`` (which returns the variant's outputs) and by :func:`run_backward`."""
     variant = variants.get(name)
-    upstream = upstream_names(variant)
+    upstream = tuple(variant.upstream.values())
 
     def call(*args, **kwargs):
         outputs = forward(plan(backend, variant, variant.bind(args, kwargs)))

@@ -21,7 +21,7 @@ import torch
 
 from normspec.derive import dtypes, variants
 from normspec.derive.dtypes import DTYPES
-from normspec.derive.errors import NormSpecError, check_eps, check_momentum, require
+from normspec.derive.errors import NormSpecError, check_eps, check_momentum, check_weight_offset, require
 from normspec.derive.layouts import Layout
 from normspec.derive.variants import ARRAY_ARGUMENTS, Variant
 
@@ -252,14 +252,14 @@ class Case:
         return x + arrays["residual"] if self.has_residual and arrays.get("residual") is not None else x
 
     # --- calling an implementation -------------------------------------------------------
-    def call(self, fn: Callable, inputs: dict, *, options: tuple[str, ...] = ("weight_offset",)) -> Any:
+    def call(self, fn: Callable, inputs: dict, *, options: tuple[str, ...] | None = None) -> Any:
         """``fn`` called with the signature of the case's variant: its arguments positionally
         (arrays from ``inputs``, by their internal names), and the keyword ``options`` among the
-        variant's (an implementation with an option pinned does not take its keyword)."""
+        variant's (default: all; a function that takes no such keyword is not passed it)."""
         arguments = self.arguments(inputs)
         record = self.record
         positional = [arguments[a.name] for a in record.arguments]
-        keywords = {o.name: arguments[o.name] for o in record.options if o.name in options}
+        keywords = {o.name: arguments[o.name] for o in record.options if options is None or o.name in options}
         return fn(*positional, **keywords)
 
     def torch_tensor(self, array: np.ndarray | None, *, device: str = "cpu", memory: bool = False,
@@ -382,10 +382,10 @@ def _checked_scale(name: str, value: object, record: Variant, shape: tuple[int, 
 
 
 def _checked_weight_offset(name: str, value: object, record: Variant, shape: tuple[int, ...]) -> float:
-    require(_is_real(value) and math.isfinite(value), name, value, "a finite number")
-    require(value == 0 or record.option("weight_offset") is not None, name, value,
+    offset = check_weight_offset(value, name=name)
+    require(offset == 0 or record.option("weight_offset") is not None, name, value,
             f"0 ({record.name} has no weight_offset option)")
-    return float(value)  # type: ignore[arg-type]
+    return offset
 
 
 # How each field other than the variant and the shape is validated: (name, value, record, shape) -> value.

@@ -10,6 +10,7 @@ the truth follows them.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -87,7 +88,7 @@ class Implementation:
         """Whether ``variant``'s function (and its backward, where one is given) takes ``option``
         as a keyword: named in its signature, or through ``**kwargs``."""
         functions = [self.functions[variant], *([self.backwards[variant]] if variant in self.backwards else [])]
-        return all(_takes_keyword(fn, option) for fn in functions)
+        return all(_cached_takes_keyword(fn, option) for fn in functions)
 
     def pinned_options(self, variant: str) -> dict[str, float]:
         """The options of ``variant`` every case takes at one value: those pinned by the user, and
@@ -160,7 +161,7 @@ class _Call:
         result = RunResult(_np(outputs["y"]), residual_out=_np(outputs.get("residual_out")),
                            running_mean=_np(inputs["running_mean"]), running_var=_np(inputs["running_var"]))
         if gradients:
-            upstream = {name: self.make(name) for name in _plan_upstream(self.record)}
+            upstream = {name: self.make(name) for name in self.record.upstream.values()}
             upstream_before = {k: _copy(v) for k, v in upstream.items()}
             if autograd:
                 grads = self._autograd(outputs, leaves, upstream)
@@ -197,7 +198,7 @@ class _Call:
         return outputs
 
     def _autograd(self, outputs: dict, leaves: dict, upstream: dict) -> dict:
-        pairs = [(outputs[name], upstream["grad_out" if name == "y" else f"grad_{name}"]) for name in self.record.outputs]
+        pairs = [(outputs[name], upstream[grad]) for name, grad in self.record.upstream.items()]
         for (tensor, _), name in zip(pairs, self.record.outputs):
             if not tensor.requires_grad:
                 what = "the output" if name == "y" else f"the output {name}"
@@ -241,15 +242,23 @@ class _Call:
         return got
 
 
-def _plan_upstream(record) -> tuple[str, ...]:
-    """The upstream gradients of ``record``'s outputs, as Case.arrays() names them."""
-    return tuple("grad_out" if output == "y" else f"grad_{output}" for output in record.outputs)
-
-
 def _copy(value):
     if value is None:
         return None
     return value.detach().clone() if isinstance(value, torch.Tensor) else value.copy()
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_takes(fn: Callable, name: str) -> bool:
+    return _takes_keyword(fn, name)
+
+
+def _cached_takes_keyword(fn: Callable, name: str) -> bool:
+    """:func:`_takes_keyword`, cached where ``fn`` is hashable: every call of an implementation asks."""
+    try:
+        return _signature_takes(fn, name)
+    except TypeError:  # an unhashable callable
+        return _takes_keyword(fn, name)
 
 
 def _takes_keyword(fn: Callable, name: str) -> bool:
