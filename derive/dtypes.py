@@ -53,6 +53,11 @@ def smallest_subnormal(name: str) -> float:
     return float(finfo(name).smallest_subnormal)
 
 
+def coarser(*names: str) -> str:
+    """The least precise of ``names`` (the one with the largest spacing at 1)."""
+    return max(names, key=spacing_at_one)
+
+
 def machine_eps(name: str) -> float:
     """rms_norm's eps=None: the machine epsilon of the compute dtype (as torch)."""
     return spacing_at_one(compute_dtype(name))

@@ -52,6 +52,7 @@ MEMORY_LAYOUTS = ("contiguous", "noncontiguous", "channels_last")
 VALUE_KINDS = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma_mixed", "exact")
 # the arrays of Case.arrays(): the call's and the outputs' gradients
 ARRAY_NAMES = (*ARRAY_ARGUMENTS, "grad_out", "grad_residual_out")
+PARAMETER_ARRAYS = ("weight", "bias", "running_mean", "running_var")  # in the case's parameter_dtype
 MAX_RANK = 5  # the highest input rank the battery draws (the strategies' and the grid's max_rank)
 # The most elements of x a case read from outside (--case, a reproduction file) may ask for: a few
 # bytes of JSON must not allocate gigabytes (x and grad_out are float64, the truth more).
@@ -90,7 +91,10 @@ class Case:
     and kernels' bias-free paths), the bias only where the variant takes one. A variant whose
     parameters are required (the adaptive norms' scale and shift) always passes them; without
     ``affine`` they are the identity modulation (scale = 0, shift = 0). ``weight_offset`` is the
-    keyword option of the variants that have it (the affine step multiplies by weight + offset)."""
+    keyword option of the variants that have it (the affine step multiplies by weight + offset).
+    ``parameter_dtype`` puts the parameters in another dtype than x (float32 weights beside
+    bfloat16 activations, or the reverse); the outputs stay in x's dtype, the parameter
+    gradients in the parameters'."""
 
     variant: str
     shape: tuple[int, ...]
@@ -109,6 +113,7 @@ class Case:
     weight: bool = True  # with affine: a weight is passed
     bias: bool = True  # with affine: a bias is passed (where the variant takes one)
     weight_offset: float = 0.0  # the option of the variants that have one (0 without a weight)
+    parameter_dtype: str | None = None  # the affine parameters' (and running buffers') dtype; None: dtype
 
     # --- description -----------------------------------------------------------------
     def to_json(self) -> str:
@@ -150,6 +155,7 @@ class Case:
         every_parameter = "weight+bias" if record.has_bias else "weight"
         some = f" parameters={self.parameters}" if self.affine and self.parameters != every_parameter else ""
         offset = f" weight_offset={self.weight_offset:g}" if self.weight_offset and self.has_weight else ""
+        offset += f" parameters in {self.parameter_dtype}" if self.mixed else ""
         return " ".join([f"{self.variant} shape={self.shape}", *settings,
                          f"{self.dtype} eps={self.eps} affine={self.affine}{some}{offset} {self.memory} "
                          f"values={self.values} seed={self.seed}" + (f" scale={self.scale:g}" if self.scale != 1 else "")])
@@ -171,6 +177,20 @@ class Case:
         """What the affine step adds to the weight: the variant's own offset (adaptive: 1), or the option."""
         fixed = self.record.fixed_weight_offset
         return fixed if fixed is not None else (self.weight_offset if self.has_weight else 0.0)
+
+    @property
+    def mixed(self) -> bool:
+        """The parameters are in another dtype than x."""
+        return self.parameter_dtype not in (None, self.dtype)
+
+    def dtype_of(self, name: str) -> str:
+        """The dtype of array ``name`` (an internal name of :data:`ARRAY_NAMES`): the parameters' and
+        the running buffers' is ``parameter_dtype``, the others' the case's dtype."""
+        return self.parameter_dtype or self.dtype if name in PARAMETER_ARRAYS else self.dtype
+
+    def rounded(self, arrays: dict) -> dict:
+        """``arrays`` (float64) with each array rounded to its own dtype (:meth:`dtype_of`)."""
+        return {k: round_to(v, self.dtype_of(k)) if isinstance(v, np.ndarray) else v for k, v in arrays.items()}
 
     @property
     def centered(self) -> bool:
@@ -244,7 +264,7 @@ class Case:
             rounded = round_to(x, self.dtype)
             raw["x"], raw["residual"] = _split(rounded, np.random.default_rng(self.seed + 7), self.dtype)
             raw["grad_residual_out"] = np.random.default_rng(self.seed + 8).standard_normal(self.shape)
-        return {k: None if v is None else round_to(v, self.dtype) for k, v in raw.items()}
+        return self.rounded(raw)
 
     def normalized_input(self, arrays: dict) -> np.ndarray:
         """What the call normalizes, in float64: x, or x + residual for the fused residual add."""
@@ -405,6 +425,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, object, Variant, tuple[int, ...]], Any]]
     "seed": _checked_seed,
     "scale": _checked_scale,
     "weight_offset": _checked_weight_offset,
+    "parameter_dtype": lambda name, value, record, shape: None if value is None else dtypes.check(value, argument=name),
 }
 
 

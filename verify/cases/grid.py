@@ -52,6 +52,7 @@ from normspec.verify.cases.strategies import (
     _memories,
     _validate,
     accepted_shape,
+    parameter_dtype_choices,
 )
 
 SIZES = tuple(sorted({1, 2, 3, *(2**k + d for k in range(2, 13) for d in (-1, 0, 1))}))  # ... 4095, 4096, 4097
@@ -72,7 +73,8 @@ CONFIG_SHAPES = {
 
 def cases(variant: str, dtype: str = "float64", *, sweep: bool = True, min_rank: int = 2, max_rank: int = 5,
           max_numel: int | None = None, value_kinds: tuple[str, ...] | None = None, affine: bool | None = None,
-          training: bool | None = None, eps_zero: bool = True, options: dict | None = None) -> tuple[Case, ...]:
+          training: bool | None = None, eps_zero: bool = True, options: dict | None = None,
+          parameter_dtypes: tuple[str | None, ...] = (None,)) -> tuple[Case, ...]:
     """The grid of ``variant`` in ``dtype`` under a check's case options (see the module docstring);
     ``options`` pins keyword options as for the strategy (else every weight offset in turn).
 
@@ -90,7 +92,7 @@ def cases(variant: str, dtype: str = "float64", *, sweep: bool = True, min_rank:
     shapes = _plan(variant, min_rank, max_rank, budget, training, sizes, rows)
     cover = _Cover()
     built = [cover.complete(variant, dtype, shape, config, index, kinds=kinds, affine=affine, eps_zero=eps_zero,
-                            options=options)
+                            options=options, parameter_dtypes=parameter_dtypes)
              for index, (shape, config) in enumerate(shapes)]
     unique = list(dict.fromkeys(built))
     return tuple(sorted(unique, key=lambda case: math.prod(case.shape)))  # stable: plan order among equals
@@ -236,7 +238,8 @@ class _Cover:
         return chosen
 
     def complete(self, variant: str, dtype: str, shape: tuple[int, ...], config: Config, turn: int, *,
-                 kinds: tuple[str, ...], affine: bool | None, eps_zero: bool, options: dict | None = None) -> Case:
+                 kinds: tuple[str, ...], affine: bool | None, eps_zero: bool, options: dict | None = None,
+                 parameter_dtypes: tuple[str | None, ...] = (None,)) -> Case:
         record = variants.get(variant)
         settings = dict(config)
         probe = Case(variant, shape, dtype, **settings)
@@ -250,11 +253,12 @@ class _Cover:
         affine = self.pick("affine", (True, False), turn) if affine is None else affine
         weight, bias = self.pick("parameters", parameter_choices(record), turn) if affine else (True, True)
         offset = self.pick("weight_offset", weight_offsets(record, affine and weight, options), turn)
+        parameter_dtype = self.pick("parameter_dtype", parameter_dtype_choices(record, affine, parameter_dtypes), turn)
         return dataclasses.replace(
             probe, **settings,
             values=values,
             eps=self.pick("eps", eps_choices, turn),
-            affine=affine, weight=weight, bias=bias, weight_offset=offset,
+            affine=affine, weight=weight, bias=bias, weight_offset=offset, parameter_dtype=parameter_dtype,
             memory=self.pick("memory", _memories(shape), turn),
             seed=(7919 * turn + 1) % 2**16,
         )

@@ -50,13 +50,16 @@ def shapes(draw, *, min_rank: int = 2, max_rank: int = 5, max_numel: int = 2048,
 @st.composite
 def cases(draw, variant: str, dtype: str = "float64", *, min_rank: int = 2, max_rank: int = 5,
           max_numel: int = 2048, value_kinds: tuple[str, ...] | None = None, affine: bool | None = None,
-          training: bool | None = None, eps_zero: bool = True, options: dict | None = None) -> Case:
+          training: bool | None = None, eps_zero: bool = True, options: dict | None = None,
+          parameter_dtypes: tuple[str | None, ...] = (None,)) -> Case:
     """One case of ``variant`` in ``dtype``; see the module docstring for what shrinks where.
 
     The configuration is the variant's registry settings, each drawn from the values it
     allows for the drawn shape; ``training`` pins the running-statistics mode. The variant's
     keyword options are drawn (``weight_offset``: 0, 1, 0.375 with a weight; shrinks to 0)
-    unless ``options`` pins them (the implementation has them fixed).
+    unless ``options`` pins them (the implementation has them fixed). The parameters' dtype is
+    drawn from ``parameter_dtypes`` where the case has parameters (shrinks to the first, None:
+    x's own dtype).
     """
     record = variants.get(variant)
     min_rank = max(min_rank, record.min_rank)
@@ -80,15 +83,25 @@ def cases(draw, variant: str, dtype: str = "float64", *, min_rank: int = 2, max_
     affine = draw(st.booleans(), label="affine") if affine is None else affine
     weight, bias = draw(st.sampled_from(parameter_choices(record)), label="parameters") if affine else (True, True)
     offset = draw(st.sampled_from(weight_offsets(record, affine and weight, options)), label="weight_offset")
+    parameter_dtype = draw(st.sampled_from(parameter_dtype_choices(record, affine, parameter_dtypes)),
+                           label="parameter_dtype")
     return Case(
         variant, shape, dtype,
         eps=draw(st.sampled_from(eps_choices), label="eps"),
-        affine=affine, weight=weight, bias=bias, weight_offset=offset,
+        affine=affine, weight=weight, bias=bias, weight_offset=offset, parameter_dtype=parameter_dtype,
         memory=draw(st.sampled_from(_memories(shape)), label="memory"),
         values=values,
         seed=draw(st.integers(0, 2**16 - 1), label="seed"),
         **config,
     )
+
+
+def parameter_dtype_choices(record: variants.Variant, affine: bool,
+                            parameter_dtypes: tuple[str | None, ...]) -> tuple[str | None, ...]:
+    """The parameter dtypes of a case: ``parameter_dtypes`` where it passes parameters or running
+    buffers, else x's own (None)."""
+    has_parameters = affine or record.parameters_required or record.running is not None
+    return tuple(parameter_dtypes) or (None,) if has_parameters else (None,)
 
 
 def accepted_shape(case: Case) -> tuple[int, ...]:

@@ -145,10 +145,12 @@ class Context:
         return policy(self.case.dtype, 1, magnitude, 1.0)
 
     def policy_param(self, terms: np.ndarray):
-        """For sums over the affine axes of ``terms`` (g * xhat for dweight, g for dbias)."""
+        """For sums over the affine axes of ``terms`` (g * xhat for dweight, g for dbias), in the
+        parameters' dtype (their gradients have it)."""
         length = int(np.prod([self.case.layout.work_shape[d] for d in self.case.layout.affine_dims]))
         kappa = float(np.max(self.kappa()))
-        return policy(self.case.dtype, max(length, self.group_size), self.view.affine_sum(np.abs(terms)), kappa)
+        return policy(self.case.dtype_of("weight"), max(length, self.group_size),
+                      self.view.affine_sum(np.abs(terms)), kappa)
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def check_offset_is_shifted_weight(impl: Implementation, case: Case) -> list[Com
     offset = case.weight_offset or 1.0
     case = dataclasses.replace(case, affine=True, weight=True, weight_offset=offset, running=False)
     ctx = Context.of(case)
-    shifted_weight = round_to(ctx.arrays["weight"] + offset, case.dtype)
+    shifted_weight = round_to(ctx.arrays["weight"] + offset, case.dtype_of("weight"))
     plain_case = dataclasses.replace(case, weight_offset=0.0)
     # the offset form's truth with the same effective weight (weight + c rounded as the plain call gets it)
     arrays = dict(ctx.arrays, weight=shifted_weight - offset)

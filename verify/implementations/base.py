@@ -80,6 +80,12 @@ class Implementation:
             return "NumPy has no bfloat16"
         return self.conventions.unsupported(dtype)
 
+    def parameter_dtypes(self, dtype: str) -> tuple[str | None, ...]:
+        """The parameter dtypes a case in ``dtype`` draws, simplest (None: x's own) first: what the
+        declared ``parameter_dtypes`` convention allows and the array library has."""
+        allowed = self.conventions.parameter_dtypes_of(dtype)
+        return tuple(d for d in allowed if not (self.array == "numpy" and d == "bfloat16"))
+
     def has_gradients(self, variant: str) -> bool:
         return self.gradients == "autograd" or variant in self.backwards
 
@@ -131,9 +137,10 @@ class _Call:
         self.in_place = self.record.residual and impl.conventions.fused_add_in_place
 
     def make(self, name: str, *, memory: bool = False):
+        dtype = self.case.dtype_of(name)
         if self.torch:
-            return self.case.torch_tensor(self.arrays.get(name), device=self.impl.device, memory=memory)
-        return self.case.numpy_array(self.arrays.get(name), memory=memory)
+            return self.case.torch_tensor(self.arrays.get(name), device=self.impl.device, memory=memory, dtype=dtype)
+        return self.case.numpy_array(self.arrays.get(name), memory=memory, dtype=dtype)
 
     def run(self, gradients: bool) -> RunResult:
         impl, case = self.impl, self.case

@@ -28,6 +28,11 @@ fails). Every key, its values and its default (torch's):
                                     rms_norm's eps when the call passes eps=None: the machine
                                     epsilon of the compute dtype (torch), of the input dtype,
                                     or a fixed number (1e-6, say)
+    parameter_dtypes=float32|same|any
+                                    the dtypes of weight and bias (and running buffers) beside x:
+                                    float32 beside 16-bit activations or x's own (torch's rule for
+                                    layer_norm, group_norm and batch_norm), x's own only, or also
+                                    16-bit parameters beside float32 activations (torch's rms_norm)
     fused_add=returns|in_place      the fused residual add's calling form: returns (y, x + residual)
                                     (the signature of normspec's references), or writes the sum
                                     into residual and y into x and returns None (FlashInfer's and
@@ -58,6 +63,7 @@ SCALARS = ("float64", "float32")
 COMPUTE_DTYPE = ("torch", *DTYPES)
 RMS_EPS = ("compute_dtype", "input_dtype")  # or a positive number
 FUSED_ADD = ("returns", "in_place")
+PARAMETER_DTYPES = ("float32", "same", "any")
 DECLARED_UNSUPPORTED = "declared unsupported"
 
 
@@ -73,10 +79,12 @@ class Conventions:
     unsupported_dtypes: tuple[str, ...] = ()
     rms_eps: str | float = "compute_dtype"
     fused_add: str = "returns"
+    parameter_dtypes: str = "float32"
 
     def __post_init__(self):
         for key, allowed in (("running_var", RUNNING_VAR), ("momentum", MOMENTUM), ("running_stats", RUNNING_STATS),
-                             ("scalars", SCALARS), ("compute_dtype", COMPUTE_DTYPE), ("fused_add", FUSED_ADD)):
+                             ("scalars", SCALARS), ("compute_dtype", COMPUTE_DTYPE), ("fused_add", FUSED_ADD),
+                             ("parameter_dtypes", PARAMETER_DTYPES)):
             _require_choice(key, getattr(self, key), allowed)
         unsupported = self.unsupported_dtypes
         if not isinstance(unsupported, (tuple, list)) or any(d not in DTYPES for d in unsupported):
@@ -124,6 +132,14 @@ class Conventions:
     @property
     def fused_add_in_place(self) -> bool:
         return self.fused_add == "in_place"
+
+    def parameter_dtypes_of(self, dtype: str) -> tuple[str | None, ...]:
+        """The parameter dtypes beside an x of ``dtype``, None (x's own) first."""
+        if self.parameter_dtypes == "same" or dtype == "float64":
+            return (None,)
+        if dtype in dtypes.LOW_PRECISION:
+            return (None, "float32")
+        return (None, *dtypes.LOW_PRECISION) if self.parameter_dtypes == "any" else (None,)
 
     def compute_dtype_of(self, dtype: str) -> str:
         """The dtype the statistics of an input of ``dtype`` are computed in."""

@@ -171,9 +171,10 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
         raise CheckFailed(message)
 
     pinned = impl.pinned_options(variant) if variant in impl.functions else {}
+    parameter_dtypes = impl.parameter_dtypes(dtype)
 
     @hypothesis_settings or current_settings(seeded=seed is not None)
-    @given(strategies.cases(variant, dtype, options=pinned, **check.case_options))
+    @given(strategies.cases(variant, dtype, options=pinned, parameter_dtypes=parameter_dtypes, **check.case_options))
     def search(case: Case) -> None:
         if state.get("fatal"):  # a hang or a crash: shrinking would repeat it for every example
             raise CheckFailed(state["message"])
@@ -201,7 +202,7 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
         search = hypothesis_seed(seed)(search)
     # the deterministic coverage grid runs first, in its order (explicit examples: never shrunk)
     grid_cases = grid.cases(variant, dtype, sweep=check.kind == "oracle", options=pinned,
-                            **check.case_options) if coverage_grid else ()
+                            parameter_dtypes=parameter_dtypes, **check.case_options) if coverage_grid else ()
     for grid_case in reversed(grid_cases):
         search = hypothesis_example(grid_case)(search)
     try:
