@@ -53,6 +53,16 @@ def smallest_subnormal(name: str) -> float:
     return float(finfo(name).smallest_subnormal)
 
 
+def spacing(name: str, values) -> np.ndarray:
+    """The spacing of ``name``'s values at ``values`` (float64 arrays): one ulp there, the
+    subnormal spacing below the normal range."""
+    info = finfo(name)
+    magnitude = np.maximum(np.abs(np.asarray(values, dtype=np.float64)), float(info.tiny))
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        exponent = np.floor(np.log2(magnitude))
+    return np.where(np.isfinite(exponent), 2.0 ** exponent * float(info.eps), np.inf)
+
+
 def coarser(*names: str) -> str:
     """The least precise of ``names`` (the one with the largest spacing at 1)."""
     return max(names, key=spacing_at_one)

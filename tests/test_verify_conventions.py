@@ -47,7 +47,7 @@ def test_declarations_parse_from_a_mapping_or_key_value_strings():
     assert declared.describe() == "running_var=biased, unsupported_dtypes=float64,bfloat16, rms_eps=1e-06"
     assert TORCH.describe().startswith("torch's") and TORCH.declared() == {}
     assert set(KEYS) == {"running_var", "momentum", "running_stats", "scalars", "compute_dtype",
-                         "unsupported_dtypes", "rms_eps", "fused_add", "parameter_dtypes"}
+                         "unsupported_dtypes", "rms_eps", "fused_add", "parameter_dtypes", "contract"}
 
 
 @pytest.mark.parametrize("declared, message", [

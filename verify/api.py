@@ -29,6 +29,7 @@ from normspec.verify.checks import CHECKS
 from normspec.verify.implementations.base import ImplementationSummary
 from normspec.verify.implementations.builtin import BUILTIN, builtin
 from normspec.verify.implementations.conventions import parse as parse_conventions
+from normspec.verify.implementations.conventions import with_contract
 from normspec.verify.implementations.isolation import isolated
 from normspec.verify.implementations.probing import build, build_module, parse_options
 from normspec.verify.reporting.outputs import output_folder
@@ -44,7 +45,7 @@ __all__ = ["build", "build_module", "check", "replay_case", "replay_file"]
 
 def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None = None, *,
           backward: Callable | str | None = None,
-          conventions: dict[str, object] | Iterable[str] | None = None,
+          conventions: dict[str, object] | Iterable[str] | None = None, contract: str | None = None,
           options: dict[str, object] | Iterable[str] | None = None,
           device: str = "cpu", dtypes: Iterable[str] | None = None, checks: Iterable[str] | None = None,
           max_examples: int | None = None, expected_failures: Iterable[str] | str | Path | None = None,
@@ -71,6 +72,10 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
         ``["running_var=biased", "momentum=old"]`` (keys: ``normspec.verify.implementations.conventions``);
         the truth follows them, no check is switched off. Default: torch's.
 
+    contract: the precision contract ``impl`` keeps (``normspec.derive.contracts``: float32, llama,
+        weight_dtype, input_dtype), the same as ``conventions=["contract=llama"]``: the contract
+        check compares y with an exact emulation of where it rounds.
+
     options: keyword options ``impl`` has fixed, ``{"weight_offset": 1.0}`` or
         ``["weight_offset=1"]`` (a Gemma kernel with the offset built in): every case uses that
         value and the keyword is passed only where the function takes it. An option the
@@ -87,6 +92,7 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
         dtype's working range) fail the report too. timeout: seconds per call, positive and finite.
     """
     timeout = check_timeout(timeout)
+    conventions = with_contract(conventions, contract)
     dtypes = _validated(dtypes, DTYPES, "dtypes")
     pinned = parse_options(options, variants.NAMES)  # validated now; again per variant when built
     checks = _validated(checks, tuple(CHECKS), "checks")

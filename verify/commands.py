@@ -17,6 +17,7 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
+from normspec.derive import contracts
 from normspec.derive.dtypes import DTYPES
 from normspec.derive.errors import positive_int, positive_seconds, require
 from normspec.derive.variants import NAMES as VARIANT_NAMES
@@ -41,6 +42,10 @@ console = make_console()
 
 def cmd_verify(args: argparse.Namespace) -> int:
     _require_device(args.device)
+    require(not args.contract or args.user_impl, "--contract", args.contract,
+            "--impl of your own with it (the built-ins keep torch's rounding)")
+    if args.contract:  # the shorthand of --convention contract=NAME
+        args.convention = [*(args.convention or []), f"contract={args.contract}"]
     require(not args.convention or args.user_impl, "--convention", args.convention,
             "--impl of your own with it (the built-ins follow torch's conventions)")
     require(not args.option or args.user_impl, "--option", args.option,
@@ -257,6 +262,9 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--convention", type=_convention_option, action="append", default=None,
                         metavar="KEY=VALUE", help="a convention --impl declares (repeatable), e.g. running_var=biased, "
                                                   "momentum=old; keys: " + ", ".join(declared_conventions.KEYS))
+    parser.add_argument("--contract", choices=contracts.NAMES, default=None,
+                        help="the precision contract --impl keeps, where it rounds (--convention contract=NAME): "
+                             + "; ".join(f"{c.name}: {c.summary}" for c in contracts.CONTRACTS.values()))
     parser.add_argument("--option", type=_pinned_option, action="append", default=None, metavar="NAME=VALUE",
                         help="a keyword option --impl has fixed (repeatable), e.g. weight_offset=1 for a Gemma "
                              "kernel: every case uses it, and the keyword is passed only where the function "

@@ -44,6 +44,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="file of test ids (variant-dtype-check or variant::dtype::check) expected to fail")
     group.addoption("--normspec-convention", action="append", default=None, metavar="KEY=VALUE",
                     help="a convention the implementation declares (repeatable), e.g. running_var=biased")
+    group.addoption("--normspec-contract", default=None, metavar="NAME",
+                    help="the precision contract the implementation keeps (float32, llama, weight_dtype, input_dtype)")
     group.addoption("--normspec-option", action="append", default=None, metavar="NAME=VALUE",
                     help="a keyword option the implementation has fixed (repeatable), e.g. weight_offset=1")
 
@@ -105,7 +107,7 @@ def _implementation(impl: Any, variant: str, backward: Any, device: str, convent
 def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[str] = DTYPES,
                        checks: Iterable[str] | None = None, backward: Callable | str | None = None,
                        device: str = "cpu", expected_failures: Iterable[str] = (),
-                       conventions: dict | Iterable[str] | None = None,
+                       conventions: dict | Iterable[str] | None = None, contract: str | None = None,
                        options: dict | Iterable[str] | None = None,
                        strict: bool = False) -> pytest.MarkDecorator:
     """``pytest.mark.parametrize`` over the battery: the test gets ``normspec_check``."""
@@ -113,7 +115,9 @@ def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[s
 
     items = _items(impl, variant, dtypes, checks or list(CHECKS), backward, device,
                    parse_expected_failures(expected_failures), strict)
-    _declare(items, conventions, argument="conventions")
+    from normspec.verify.implementations.conventions import with_contract
+
+    _declare(items, with_contract(conventions, contract), argument="conventions")
     _pin(items, options, variant, argument="options")
     return pytest.mark.parametrize("normspec_check", items, ids=[item.id for item in items])
 
@@ -197,6 +201,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     entries = parse_expected_failures(option("--normspec-expected-failures"), argument="--normspec-expected-failures")
     items = _items(impl, option("--normspec-variant"), dtypes, checks, option("--normspec-backward"),
                    option("--normspec-device"), entries, option("--normspec-strict"))
-    _declare(items, option("--normspec-convention"), argument="--normspec-convention")
+    contract = option("--normspec-contract")
+    conventions = [*(option("--normspec-convention") or []), *([f"contract={contract}"] if contract else [])]
+    _declare(items, conventions or None, argument="--normspec-convention")
     _pin(items, option("--normspec-option"), option("--normspec-variant"), argument="--normspec-option")
     metafunc.parametrize("normspec_command_line_check", items, ids=[item.id for item in items])

@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from normspec.derive import variants
+from normspec.derive import dtypes, variants
 from normspec.derive.dtypes import DTYPES
 from normspec.verify.cases.case import Case, conventions_in_force, round_to
 from normspec.verify.implementations.base import Implementation
@@ -125,12 +125,23 @@ class Context:
         fits = np.isfinite(round_to(self.truth.dx, self.case.dtype))
         return np.all(self.view.work(fits), axis=self.case.layout.group_dims, keepdims=True)
 
+    def rounding_dtype(self) -> str:
+        """The coarsest dtype the forward rounds to: the output's, or a coarser rounding point of the
+        declared precision contract (weight_dtype with bfloat16 weights beside float32 x)."""
+        declared = conventions_in_force.get()
+        contract = getattr(declared, "precision_contract", None)
+        if contract is None:
+            return self.case.dtype
+        weight = self.case.dtype_of("weight") if self.case.has_weight else dtypes.compute_dtype(self.case.dtype)
+        steps = [contract.dtype(s, input_dtype=self.case.dtype, weight_dtype=weight) for s in ("normalize", "multiply")]
+        return dtypes.coarser(self.case.dtype, *steps)
+
     def policy_y(self, dtype: str | None = None):
         gamma = self.gamma_magnitude()
         beta = self.view.param(self.arrays["bias"], 0.0)
         # xhat's rounding error is absolute (xhat is O(1)), hence the 1 + |xhat|
         magnitude = np.abs(gamma) * (1 + self.view.max(self.xhat())) + np.abs(beta)
-        return policy(dtype or self.case.dtype, self.group_size, magnitude, self.kappa())
+        return policy(dtype or self.rounding_dtype(), self.group_size, magnitude, self.kappa())
 
     def policy_dx(self):
         h = self.gamma_magnitude() * self.arrays["grad_out"]
@@ -165,6 +176,7 @@ class Check:
     needs: tuple[str, ...] = ()  # other variants the implementation must provide
     needs_of: dict = field(default_factory=dict)  # per variant: other variants it needs (on top of needs)
     keyword: str | None = None  # an option the implementation must take as a keyword (not pinned)
+    needs_contract: bool = False  # runs only on an implementation that declares a precision contract
     case_options: dict = field(default_factory=dict)  # constraints for verify.strategies.cases
 
     def run(self, impl: Implementation, case: Case) -> list[Comparison]:
@@ -189,6 +201,8 @@ class Check:
         if self.keyword and self.keyword in impl.pinned_options(variant):
             return (f"{self.keyword} is pinned to {impl.pinned_options(variant)[self.keyword]:g} "
                     f"({impl.name}'s {variant} takes no other value)")
+        if self.needs_contract and impl.conventions.precision_contract is None:
+            return "no precision contract declared (--contract float32|llama|weight_dtype|input_dtype)"
         if self.needs_gradients and not impl.has_gradients(variant):
             return f"{impl.name} is forward-only (no autograd, no backward given)"
         return None

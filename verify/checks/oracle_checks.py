@@ -12,7 +12,8 @@ from normspec.verify.checks.base import Check, Context
 from normspec.verify.implementations.base import RESULT_FIELDS, Implementation
 from normspec.verify.truth import definition
 from normspec.verify.truth.high_precision import high_precision
-from normspec.verify.truth.tolerance import Comparison, compare, compute_dtype, exact, policy
+from normspec.verify.truth.contracts import emulate
+from normspec.verify.truth.tolerance import Comparison, compare, compare_within, compute_dtype, exact, policy
 
 
 def _residual_out(ctx: Context, got) -> list[Comparison]:
@@ -165,6 +166,24 @@ def check_mpmath(impl: Implementation, case: Case) -> list[Comparison]:
     return comparisons
 
 
+def check_contract(impl: Implementation, case: Case) -> list[Comparison]:
+    """y against an exact emulation of the declared precision contract (every value a kernel that
+    rounds where the contract says can give), and the contract itself against the float64 truth."""
+    contract = impl.conventions.precision_contract
+    ctx = Context.of(case)
+    got = impl.run(case, ctx.arrays, gradients=False)
+    emulated = emulate(contract, case, ctx.arrays, work=ctx.view.work, param=ctx.view.param)
+    where = ", ".join(f"{step} {dtype}" for step, dtype in emulated.dtypes.items())
+    return [compare_within(f"y vs the {contract.name} contract's emulation", got.y, emulated.y.lo, emulated.y.hi,
+                           case.dtype, f"{contract.name}: {where}, output {case.dtype}; float32 steps with "
+                           f"their rounding noise, each rounding point both ways"),
+            dataclasses.replace(
+                compare(f"the {contract.name} contract itself vs the float64 truth (its own error)",
+                        emulated.nominal, ctx.truth.y, ctx.policy_y()),
+                limit=f"the declared {contract.name} contract itself errs beyond {case.dtype}'s tolerance here, "
+                      f"whoever implements it (its emulation is the value compared)")]
+
+
 CHECKS = (
     Check("forward", "oracle", "y against the plain definition (float64 torch)", check_forward),
     Check("backward", "oracle", "dx, dweight, dbias against autograd of the plain definition", check_backward,
@@ -181,4 +200,6 @@ CHECKS = (
           case_options={"max_numel": 48, "value_kinds": ("normal", "outlier", "gamma_mixed", "offset", "tiny")}),
     Check("mpmath", "oracle", "forward and dx against 50-digit mpmath (ULP error)", check_mpmath,
           dtypes=("float64",), case_options={"max_numel": 96}),
+    Check("contract", "oracle", "y within one rounding of an exact emulation of the declared precision contract",
+          check_contract, needs_contract=True),
 )

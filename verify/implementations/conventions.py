@@ -33,6 +33,11 @@ fails). Every key, its values and its default (torch's):
                                     float32 beside 16-bit activations or x's own (torch's rule for
                                     layer_norm, group_norm and batch_norm), x's own only, or also
                                     16-bit parameters beside float32 activations (torch's rms_norm)
+    contract=none|float32|llama|weight_dtype|input_dtype
+                                    where the forward rounds (``normspec.derive.contracts``): the
+                                    contract check compares y with an exact emulation of it, and
+                                    the tolerances compute statistics in its statistics dtype
+                                    (input_dtype: x's own); ``--contract NAME`` declares it
     fused_add=returns|in_place      the fused residual add's calling form: returns (y, x + residual)
                                     (the signature of normspec's references), or writes the sum
                                     into residual and y into x and returns None (FlashInfer's and
@@ -51,7 +56,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from normspec.derive import dtypes
+from normspec.derive import contracts, dtypes
 from normspec.derive.dtypes import DTYPES
 from normspec.derive.errors import NormSpecError
 from normspec.verify.cases.case import Case
@@ -64,6 +69,7 @@ COMPUTE_DTYPE = ("torch", *DTYPES)
 RMS_EPS = ("compute_dtype", "input_dtype")  # or a positive number
 FUSED_ADD = ("returns", "in_place")
 PARAMETER_DTYPES = ("float32", "same", "any")
+CONTRACT = ("none", *contracts.NAMES)
 DECLARED_UNSUPPORTED = "declared unsupported"
 
 
@@ -80,11 +86,12 @@ class Conventions:
     rms_eps: str | float = "compute_dtype"
     fused_add: str = "returns"
     parameter_dtypes: str = "float32"
+    contract: str = "none"
 
     def __post_init__(self):
         for key, allowed in (("running_var", RUNNING_VAR), ("momentum", MOMENTUM), ("running_stats", RUNNING_STATS),
                              ("scalars", SCALARS), ("compute_dtype", COMPUTE_DTYPE), ("fused_add", FUSED_ADD),
-                             ("parameter_dtypes", PARAMETER_DTYPES)):
+                             ("parameter_dtypes", PARAMETER_DTYPES), ("contract", CONTRACT)):
             _require_choice(key, getattr(self, key), allowed)
         unsupported = self.unsupported_dtypes
         if not isinstance(unsupported, (tuple, list)) or any(d not in DTYPES for d in unsupported):
@@ -141,9 +148,19 @@ class Conventions:
             return (None, "float32")
         return (None, *dtypes.LOW_PRECISION) if self.parameter_dtypes == "any" else (None,)
 
+    @property
+    def precision_contract(self) -> contracts.Contract | None:
+        """The declared precision contract, or None."""
+        return None if self.contract == "none" else contracts.get(self.contract)
+
     def compute_dtype_of(self, dtype: str) -> str:
-        """The dtype the statistics of an input of ``dtype`` are computed in."""
-        return dtypes.compute_dtype(dtype) if self.compute_dtype == "torch" else self.compute_dtype
+        """The dtype the statistics of an input of ``dtype`` are computed in: the declared compute
+        dtype, else the declared contract's statistics dtype, else torch's."""
+        if self.compute_dtype != "torch":
+            return self.compute_dtype
+        if self.precision_contract is not None:
+            return self.precision_contract.dtype("statistics", input_dtype=dtype, weight_dtype=dtype)
+        return dtypes.compute_dtype(dtype)
 
     def scalar(self, value: float) -> float:
         """A scalar argument (eps, momentum) as the implementation uses it."""
@@ -156,8 +173,9 @@ class Conventions:
         if eps is None:
             if self.rms_eps == "input_dtype":
                 eps = dtypes.spacing_at_one(case.dtype)
-            elif self.rms_eps == "compute_dtype":
-                eps = dtypes.spacing_at_one(self.compute_dtype_of(case.dtype))
+            elif self.rms_eps == "compute_dtype":  # the declared one, or torch's (a contract keeps eps)
+                compute = dtypes.compute_dtype(case.dtype) if self.compute_dtype == "torch" else self.compute_dtype
+                eps = dtypes.spacing_at_one(compute)
             else:
                 eps = self.rms_eps
         return self.scalar(eps)
@@ -203,6 +221,19 @@ def parse(declared: Conventions | Mapping[str, Any] | Iterable[str] | str | None
             raise _error(key, value, f"one value (already declared {key}={_text(fields[key])})")
         fields[key] = _value(key, value)
     return Conventions(**fields)
+
+
+def with_contract(declared: Conventions | Mapping[str, Any] | Iterable[str] | str | None,
+                  contract: str | None, *, argument: str = "contract") -> Conventions:
+    """``declared`` (as :func:`parse` reads it) with the precision contract ``contract`` added
+    (None: as declared); a contract declared both ways must agree."""
+    conventions = parse(declared)
+    if contract is None:
+        return conventions
+    contracts.get(contract, argument=argument)
+    if conventions.contract not in ("none", contract):
+        raise _error(argument, contract, f"the contract the conventions declare ({conventions.contract}), or none")
+    return dataclasses.replace(conventions, contract=contract)
 
 
 def _value(key: str, value: Any) -> Any:

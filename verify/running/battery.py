@@ -127,6 +127,12 @@ def _tolerated(impl: Implementation, check_id: str, case: Case, ratio: float,
     return None
 
 
+def _expected_status(impl: Implementation, check_id: str, case: Case, ratio: float,
+                     expected_failures: Mapping[str, ExpectedFailure]) -> tuple[str, str] | None:
+    expected = _expected(impl, check_id, case, ratio, expected_failures)
+    return (EXPECTED, expected) if expected else None
+
+
 def _expected(impl: Implementation, check_id: str, case: Case, ratio: float,
               expected_failures: Mapping[str, ExpectedFailure]) -> str | None:
     """Why a failure on ``case`` is expected (a known deviation, a listed entry), or None."""
@@ -162,8 +168,10 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     state: dict = {}
     drawn = hashlib.sha256()  # every case tried, in order
 
-    def failure(case: Case, message: str, ratio: float, worst: Comparison | None = None) -> None:
-        tolerated = _tolerated(impl, report.id, case, ratio, expected_failures)
+    def failure(case: Case, message: str, ratio: float, worst: Comparison | None = None, limit: str = "") -> None:
+        tolerated = (_expected_status(impl, report.id, case, ratio, expected_failures)
+                     or ((RANGE_LIMIT, f"range limit of the method: {limit}") if limit else None)
+                     or _tolerated(impl, report.id, case, ratio, expected_failures))
         if tolerated is not None:
             state.setdefault(tolerated[0], (case, f"{tolerated[1]} (observed: {message})", worst))
             return
@@ -195,8 +203,9 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
                 report.worst = comparison
         bad = [c for c in comparisons if not c.ok]
         if bad:
+            limits = [c.limit for c in bad]
             failure(effective_case.get() or case, "; ".join(c.line() for c in bad),
-                    max(c.worst_ratio for c in bad), bad[0])
+                    max(c.worst_ratio for c in bad), bad[0], limit="; ".join(limits) if all(limits) else "")
 
     if seed is not None:
         search = hypothesis_seed(seed)(search)
@@ -225,7 +234,7 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
         if report.status == PASSED and status in state:
             report.case, report.reason, worst = state[status]
             report.status, report.worst = status, worst or report.worst
-    if report.status == RANGE_LIMIT:
+    if report.status == RANGE_LIMIT and not report.reason.startswith("range limit of the method"):
         _onset(impl, check, report, expected_failures)
     report.seconds = time.perf_counter() - start
     report.examples_digest = drawn.hexdigest()[:16]

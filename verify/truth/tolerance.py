@@ -123,6 +123,9 @@ class Comparison:
     allowed: float
     tolerance: str
     note: str = ""
+    # why a failure here is a limit of the method, not a bug (a declared contract's own error, the
+    # conditioning of a backward from the output): such a failure is a range limit
+    limit: str = ""
 
     def line(self) -> str:
         if self.note:
@@ -159,6 +162,35 @@ def compare(quantity: str, actual, truth, tol: Policy) -> Comparison:
         quantity, bool(np.all(ratio <= 1.0)), float(np.max(err)), float(np.max(rel)), float(np.max(ulp)),
         tuple(int(i) for i in worst), float(ratio[worst]), float(a[worst]), float(t[worst]),
         float(allowed[worst]), tol.describe())
+
+
+def compare_within(quantity: str, actual, lo, hi, dtype: str, tolerance: str) -> Comparison:
+    """``actual`` against a set of allowed values per element, the interval ``[lo, hi]`` of values
+    of ``dtype`` (an emulation's): an element passes when it lies inside. The error is the distance
+    from the interval's middle, allowed its half-width (at least half a spacing: values of the dtype
+    inside the interval pass, any other fails); ULPs count from the middle, in ``dtype``'s spacing."""
+    a = np.asarray(actual, dtype=np.float64)
+    lo, hi = (np.broadcast_to(np.asarray(v, dtype=np.float64), a.shape) for v in (lo, hi))
+    if a.shape != lo.shape:
+        return _failed(quantity, Policy(dtype, 1, 0.0, np.zeros(()), np.zeros(()), 1.0), f"shape {a.shape}")
+    mid = (lo + hi) / 2
+    # infinities the interval allows, and NaN where the emulation itself gives NaN (0 * inf)
+    inside = (a >= lo) & (a <= hi) | ((a == lo) & (a == hi)) | (np.isnan(a) & np.isnan(lo) & np.isnan(hi))
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(inside, np.where(np.isfinite(mid), np.abs(a - mid), 0.0), np.abs(a - mid))
+        err = np.where(np.isnan(err), np.inf, err)
+        unit = dtypes.spacing(dtype, mid)
+        allowed = np.maximum((hi - lo) / 2, unit / 2)
+        ratio = np.where(inside, np.minimum(err / allowed, 1.0), np.maximum(err / allowed, 1.0 + 1e-12))
+        ratio = np.where(np.isnan(ratio), np.inf, ratio)
+        ulp = np.where(np.isfinite(err), err / unit, np.inf)
+    if a.size == 0:
+        return Comparison(quantity, True, 0, 0, 0, (), 0, 0, 0, 0, tolerance)
+    worst = np.unravel_index(int(np.argmax(ratio)), a.shape)
+    rel = float(np.max(np.where(np.abs(mid) > 0, err / np.abs(mid), np.where(err == 0, 0.0, np.inf))))
+    return Comparison(quantity, bool(np.all(inside)), float(np.max(err)), rel, float(np.max(ulp)),
+                      tuple(int(i) for i in worst), float(ratio[worst]), float(a[worst]), float(mid[worst]),
+                      float(allowed[worst]), tolerance)
 
 
 def _failed(quantity: str, tol: Policy, note: str) -> Comparison:
