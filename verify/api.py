@@ -27,7 +27,7 @@ from normspec.derive.errors import NormSpecError, check_timeout, require
 from normspec.verify.cases.case import MAX_CASE_ELEMENTS, Case
 from normspec.verify.checks import CHECKS
 from normspec.verify.implementations.base import ImplementationSummary
-from normspec.verify.implementations.builtin import BUILTIN, builtin
+from normspec.verify.implementations.builtin import BUILTIN, SUPERVISED, builtin
 from normspec.verify.implementations.conventions import parse as parse_conventions
 from normspec.verify.implementations.conventions import with_contract
 from normspec.verify.implementations.isolation import isolated
@@ -40,7 +40,24 @@ from normspec.verify.running.supervisor import RunSpec, supervise
 from normspec.verify.running.expected_failures import parse as parse_expected_failures
 from normspec.verify.running.profiles import current_settings
 
-__all__ = ["build", "build_module", "check", "replay_case", "replay_file"]
+__all__ = ["build", "build_module", "builtin_battery", "check", "replay_case", "replay_file"]
+
+
+def builtin_battery(name: str, *, variants: Iterable[str] | None = None, dtypes: Iterable[str] = DTYPES,
+                    checks: Iterable[str] | None = None, max_examples: int | None = None, seed: int | None = None,
+                    device: str = "cpu", progress: Callable | None = None, timeout: float = 60.0):
+    """(BatteryReport, implementation) of the battery on built-in ``name``: in this process, or for
+    those whose ops can crash it (``builtin.SUPERVISED``) in a supervised worker process."""
+    implementation = dataclasses.replace(builtin(name), device=device)
+    variants = tuple(variants or implementation.variants)
+    if name not in SUPERVISED:
+        settings = current_settings(max_examples, seeded=seed is not None)
+        return bat.run_battery(implementation, variants=variants, dtypes=dtypes, checks=checks,
+                               hypothesis_settings=settings, seed=seed, progress=progress), implementation
+    spec = RunSpec(name, variants, tuple(dtypes), tuple(checks or CHECKS), timeout, device=device,
+                   max_examples=max_examples, seed=seed)
+    result, described = supervise(spec, progress=progress)
+    return result, described or implementation
 
 
 def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None = None, *,

@@ -75,11 +75,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                                      seed=args.seed, progress=advance, strict=args.strict))
     else:
         for name in args.impl:
-            impl = _on_device(builtin(name), args.device)
-            settings = current_settings(args.max_examples, seeded=args.seed is not None)
             with _progress(name) as advance:
-                result = bat.run_battery(impl, variants=args.variant, dtypes=args.dtype, checks=args.check,
-                                         hypothesis_settings=settings, seed=args.seed, progress=advance)
+                result, impl = api.builtin_battery(name, variants=args.variant, dtypes=args.dtype, checks=args.check,
+                                                   max_examples=args.max_examples, seed=args.seed,
+                                                   device=args.device, progress=advance)
             report = Report(result, impl, strict=args.strict)
             if outputs["artifacts"]:
                 report.write_artifacts(outputs["artifacts"])
@@ -212,16 +211,15 @@ def battery_rows() -> list[tuple[str, str, bool, str, float]]:
     rows = []
 
     for name in BUILTIN:
-        implementation = builtin(name)
-        result = bat.run_battery(implementation, variants=tuple(implementation.functions))
+        result, implementation = api.builtin_battery(name)
         report.details(result, console)
         if report.ulp_line(result):
             console.print(report.ulp_line(result))
         console.print(report.summary_line(result))
-        missing = [v for v in VARIANT_NAMES if v not in implementation.functions]  # torch: no fused or adaptive norms
+        missing = [v for v in VARIANT_NAMES if v not in implementation.variants]  # torch: no fused or adaptive norms
         if missing:
             console.print(f"{name} provides no {', '.join(missing)}: not run")
-        for variant in implementation.functions:
+        for variant in implementation.variants:
             mine = [r for r in result.reports if r.variant == variant and r.status != bat.SKIPPED]
             worst = max((r.worst.worst_ratio for r in mine if r.worst and r.status == bat.PASSED), default=0.0)
             failed = [r for r in mine if r.status == bat.FAILED]

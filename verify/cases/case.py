@@ -180,8 +180,9 @@ class Case:
 
     @property
     def mixed(self) -> bool:
-        """The parameters are in another dtype than x."""
-        return self.parameter_dtype not in (None, self.dtype)
+        """Some parameter (or running buffer) is passed, in another dtype than x."""
+        passed = self.has_weight or self.has_bias or self.given_statistics or self.running
+        return passed and self.parameter_dtype not in (None, self.dtype)
 
     def dtype_of(self, name: str) -> str:
         """The dtype of array ``name`` (an internal name of :data:`ARRAY_NAMES`): the parameters' and

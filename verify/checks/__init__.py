@@ -8,9 +8,10 @@ running. The checks are declared beside their functions, by kind.
 """
 from __future__ import annotations
 
-from normspec.verify.checks import identities, invariants, oracle_checks
+from normspec.verify.checks import identities, invariants, oracle_checks, saved_statistics
 from normspec.verify.checks.base import Check, Context, GroupView, effective_case
 
-CHECKS: dict[str, Check] = {c.name: c for c in (*oracle_checks.CHECKS, *invariants.CHECKS, *identities.CHECKS)}
+CHECKS: dict[str, Check] = {c.name: c for c in (*oracle_checks.CHECKS, *saved_statistics.CHECKS, *invariants.CHECKS,
+                                              *identities.CHECKS)}
 
 __all__ = ["CHECKS", "Check", "Context", "GroupView", "effective_case"]

@@ -177,6 +177,7 @@ class Check:
     needs_of: dict = field(default_factory=dict)  # per variant: other variants it needs (on top of needs)
     keyword: str | None = None  # an option the implementation must take as a keyword (not pinned)
     needs_contract: bool = False  # runs only on an implementation that declares a precision contract
+    needs_abi: str | None = None  # runs only under this calling convention ('aten': saved statistics)
     case_options: dict = field(default_factory=dict)  # constraints for verify.strategies.cases
 
     def run(self, impl: Implementation, case: Case) -> list[Comparison]:
@@ -201,6 +202,9 @@ class Check:
         if self.keyword and self.keyword in impl.pinned_options(variant):
             return (f"{self.keyword} is pinned to {impl.pinned_options(variant)[self.keyword]:g} "
                     f"({impl.name}'s {variant} takes no other value)")
+        if self.needs_abi and getattr(impl, "abi", "functional") != self.needs_abi:
+            return (f"runs under --abi {self.needs_abi} only (a forward that returns its saved statistics, "
+                    f"a backward that takes them)")
         if self.needs_contract and impl.conventions.precision_contract is None:
             return "no precision contract declared (--contract float32|llama|weight_dtype|input_dtype)"
         if self.needs_gradients and not impl.has_gradients(variant):

@@ -31,17 +31,22 @@ def check_forward(impl: Implementation, case: Case) -> list[Comparison]:
 
 def check_backward(impl: Implementation, case: Case) -> list[Comparison]:
     ctx = Context.of(case)
-    got = impl.run(case, ctx.arrays)
-    comparisons = [compare("dx", got.dx, ctx.truth.dx, ctx.policy_dx())]
+    return gradient_comparisons(ctx, impl.run(case, ctx.arrays))
+
+
+def gradient_comparisons(ctx: Context, got, label: str = "") -> list[Comparison]:
+    """dx (dresidual), dweight and dbias of ``got`` against the truth (``label`` follows each name)."""
+    case = ctx.case
+    comparisons = [compare(f"dx{label}", got.dx, ctx.truth.dx, ctx.policy_dx())]
     if case.has_residual:
-        comparisons.append(compare("dresidual", got.dresidual, ctx.truth.dresidual, ctx.policy_dx()))
+        comparisons.append(compare(f"dresidual{label}", got.dresidual, ctx.truth.dresidual, ctx.policy_dx()))
     g, xhat = ctx.arrays["grad_out"], ctx.xhat()
     name = case.record.signature_name
     if case.has_weight:
-        comparisons.append(compare(f"d{name('weight')}", got.dweight, ctx.truth.dweight,
+        comparisons.append(compare(f"d{name('weight')}{label}", got.dweight, ctx.truth.dweight,
                                    ctx.policy_param(g * (1 + np.abs(xhat)))))
     if case.has_bias:
-        comparisons.append(compare(f"d{name('bias')}", got.dbias, ctx.truth.dbias, ctx.policy_param(g)))
+        comparisons.append(compare(f"d{name('bias')}{label}", got.dbias, ctx.truth.dbias, ctx.policy_param(g)))
     return comparisons
 
 

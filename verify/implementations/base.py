@@ -18,8 +18,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from normspec.derive import abi as abi_records
 from normspec.derive import variants
 from normspec.verify.cases.case import Case, with_memory_layout
+from normspec.verify.implementations import abi
 from normspec.verify.implementations.conventions import TORCH, Conventions
 from normspec.verify.implementations.guard import (FATAL_ERRORS, CallTimeout, ContractViolation,
                                                    ImplementationCrashed, ImplementationRaised, guarded)
@@ -46,10 +48,15 @@ class RunResult:
     dbias: np.ndarray | None = None
     running_mean: np.ndarray | None = None
     running_var: np.ndarray | None = None
+    # --abi aten: the statistics the forward saved (mean, rstd), as float64, and their dtypes
+    saved: dict = field(default_factory=dict)
+    saved_dtypes: dict = field(default_factory=dict)
+    computed_despite_mask: tuple[str, ...] = ()  # gradients returned although output_mask said not to
 
     def same_as(self, other: "RunResult") -> bool:
         """Bit-identical in every result (NaN where the other has NaN)."""
         pairs = [(getattr(self, n), getattr(other, n)) for n in RESULT_FIELDS]
+        pairs += [(self.saved.get(n), other.saved.get(n)) for n in {*self.saved, *other.saved}]
         return all((a is None) == (b is None) and (a is None or (np.shape(a) == np.shape(b)
                                                                 and np.array_equal(a, b, equal_nan=True)))
                    for a, b in pairs)
@@ -67,6 +74,7 @@ class Implementation:
     source: dict[str, str] = field(default_factory=dict)  # import paths, for reproduction files
     conventions: Conventions = TORCH  # declared differences from torch (the truth follows them)
     options: dict[str, float] = field(default_factory=dict)  # pinned options ({"weight_offset": 1.0})
+    abi: str = "functional"  # 'aten': forwards return (y, *saved statistics), backwards take them
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -76,6 +84,8 @@ class Implementation:
         """Why this implementation cannot run ``variant`` in ``dtype``, or None."""
         if variant not in self.functions:
             return f"{self.name} provides no {variant}"
+        if self.abi == "aten" and abi_records.aten(variant) is None:
+            return f"aten has no saved-statistics convention for {variant}"
         if self.array == "numpy" and dtype == "bfloat16":
             return "NumPy has no bfloat16"
         return self.conventions.unsupported(dtype)
@@ -101,8 +111,9 @@ class Implementation:
         those its function takes no keyword for, at their defaults (the function has them fixed)."""
         record = variants.get(variant)
         pinned = {o.name: self.options[o.name] for o in record.options if o.name in self.options}
-        for o in record.options:
-            if o.name not in pinned and variant in self.functions and not self.takes_keyword(variant, o.name):
+        for o in record.options:  # aten's signatures take no option (their records have none)
+            if o.name not in pinned and variant in self.functions and (
+                    self.abi == "aten" or not self.takes_keyword(variant, o.name)):
                 pinned[o.name] = o.default
         return pinned
 
@@ -110,7 +121,7 @@ class Implementation:
         """For a report: the options of ``variant`` that are not drawn, and why."""
         notes = []
         for name, value in self.pinned_options(variant).items():
-            why = ("pinned" if name in self.options else
+            why = ("pinned" if name in self.options else "aten's signature has no options" if self.abi == "aten" else
                    f"its function takes no {name} keyword; pin another value with --option {name}=...")
             notes.append(f"{variant}: {name}={value:g} in every case ({why})")
         return notes
@@ -120,18 +131,26 @@ class Implementation:
         return tuple(o.name for o in record.options if self.takes_keyword(variant, o.name))
 
     # --- calling -----------------------------------------------------------------------
-    def run(self, case: Case, arrays: dict, *, gradients: bool = True) -> RunResult:
-        """Call ``case.variant`` on ``arrays`` (float64 values, cast to the case's dtype here)."""
+    def run(self, case: Case, arrays: dict, *, gradients: bool = True, statistics: dict | None = None,
+            output_mask: tuple[bool, ...] | None = None) -> RunResult:
+        """Call ``case.variant`` on ``arrays`` (float64 values, cast to the case's dtype here). Under
+        ``abi="aten"`` the backward is handed the forward's saved statistics, or ``statistics``
+        (float64 arrays by name, cast to the compute dtype), with ``output_mask`` (default: every
+        gradient of a passed argument)."""
         gradients = gradients and self.has_gradients(case.variant)
-        return _Call(self, case, arrays).run(gradients)
+        return _Call(self, case, arrays, statistics=statistics, output_mask=output_mask).run(gradients)
 
 
 class _Call:
     """One call of an implementation on one case: its inputs in the implementation's array
     library, the forward, the gradients (autograd or the supplied backward), the contract checks."""
 
-    def __init__(self, impl: Implementation, case: Case, arrays: dict):
+    def __init__(self, impl: Implementation, case: Case, arrays: dict, *, statistics: dict | None = None,
+                 output_mask: tuple[bool, ...] | None = None):
         self.impl, self.case, self.arrays, self.record = impl, case, arrays, case.record
+        self.aten = abi_records.aten(case.variant) if impl.abi == "aten" else None
+        self.statistics, self.mask = statistics, output_mask
+        self.saved: dict = {}
         self.torch = impl.array == "torch"
         self.differentiable = [n for n in self.record.gradients if arrays.get(n) is not None]
         self.in_place = self.record.residual and impl.conventions.fused_add_in_place
@@ -160,13 +179,20 @@ class _Call:
             for name in ("x", "residual"):
                 inputs[name] = inputs[name].clone() if self.torch else inputs[name].copy()
         with guarded(impl.timeout, case, what="the forward"):
-            returned = case.call(impl.functions[case.variant], inputs, options=impl._keywords(case.variant))
+            if self.aten is not None:
+                returned = impl.functions[case.variant](*abi.forward_arguments(self.aten, case, inputs))
+            else:
+                returned = case.call(impl.functions[case.variant], inputs, options=impl._keywords(case.variant))
+        if self.aten is not None:
+            returned = self._saved_statistics(returned)
         outputs = self._outputs(returned, inputs)
         unchanged = [k for k in self.differentiable if not (self.in_place and k in ("x", "residual"))]
         named = lambda d: {self.record.signature_name(k): d[k] for k in unchanged}  # noqa: E731
         _check_unchanged(named(before), named(inputs))
         result = RunResult(_np(outputs["y"]), residual_out=_np(outputs.get("residual_out")),
-                           running_mean=_np(inputs["running_mean"]), running_var=_np(inputs["running_var"]))
+                           running_mean=_np(inputs["running_mean"]), running_var=_np(inputs["running_var"]),
+                           saved={k: _np(v) for k, v in self.saved.items()},
+                           saved_dtypes={k: _describe(v)[0] for k, v in self.saved.items()})
         if gradients:
             upstream = {name: self.make(name) for name in self.record.upstream.values()}
             upstream_before = {k: _copy(v) for k, v in upstream.items()}
@@ -177,11 +203,56 @@ class _Call:
                 for name in ("x", "residual"):  # the backward reads the inputs, not what the forward wrote
                     if name in leaves:
                         detached[name] = self.make(name, memory=True)
-                grads = self._call_backward(upstream, detached)
+                grads = (self._call_aten_backward(upstream["grad_out"], detached, result) if self.aten is not None
+                         else self._call_backward(upstream, detached))
             _check_unchanged(upstream_before, upstream, what="its backward")
             for name, grad in grads.items():
                 setattr(result, f"d{name}", _np(grad))
         return result
+
+    def _saved_statistics(self, returned):
+        """y of an aten forward's (y, *saved); the saved statistics kept for the backward."""
+        names = self.aten.saved_names
+        if not isinstance(returned, (tuple, list)) or len(returned) != 1 + len(names):
+            shown = f"{len(returned)} values" if isinstance(returned, (tuple, list)) else type(returned).__name__
+            raise ContractViolation(f"the forward returned {shown}, expected (y, {', '.join(names)}) "
+                                    f"(--abi aten: {self.aten.signature()})")
+        for name, shown, value in zip(self.aten.saved, names, returned[1:]):
+            if not isinstance(value, (torch.Tensor, np.ndarray)):
+                raise ContractViolation(f"the saved {shown} is a {type(value).__name__}, expected an array")
+            self.saved[name] = value
+        return returned[0]
+
+    def _call_aten_backward(self, grad_out, inputs: dict, result: RunResult) -> dict:
+        """The supplied backward in aten's signature, fed the forward's saved statistics (or those
+        given), with the output mask; a masked gradient must not be returned (None)."""
+        impl, case, convention = self.impl, self.case, self.aten
+        saved = dict(self.saved)
+        if self.statistics is not None:  # the true statistics, in the dtype the forward saved them in
+            dtypes = {k: _describe(v)[0] for k, v in saved.items()}
+            saved = {k: (case.torch_tensor(v, device=impl.device, dtype=dtypes.get(k)) if self.torch
+                         else case.numpy_array(v, dtype=dtypes.get(k))) for k, v in self.statistics.items()}
+        if self.torch:
+            saved = {k: v.detach() for k, v in saved.items()}
+        mask = self.mask or abi.output_mask(convention, case)
+        with guarded(impl.timeout, case, what="the backward"):
+            grads = impl.backwards[case.variant](*abi.backward_arguments(convention, case, inputs, saved, grad_out, mask))
+        shown = ", ".join(f"d{name}" for name in convention.gradients)
+        if not isinstance(grads, (tuple, list)) or len(grads) != len(convention.gradients):
+            raise ContractViolation(f"the backward returned {type(grads).__name__}, expected ({shown}) "
+                                    f"({convention.signature('backward')})")
+        got, computed = {}, []
+        for name, grad, wanted in zip(convention.gradients, grads, mask):
+            if not wanted:
+                if grad is not None:
+                    computed.append(name)
+                continue
+            if grad is None:
+                raise ContractViolation(f"the backward returned None for d{name}, but output_mask asked for it")
+            _check_output(f"the gradient of {name}", grad, like=inputs[name])
+            got[name] = grad
+        result.computed_despite_mask = tuple(computed)
+        return got
 
     def _outputs(self, returned, inputs: dict) -> dict:
         """The outputs by name (y; residual_out for the fused add), checked against the contract."""

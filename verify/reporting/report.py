@@ -52,14 +52,15 @@ def table(battery: BatteryReport) -> Table:
     return out
 
 
-def details(battery: BatteryReport, console: Console, *, expected_failures: Iterable[str] = ()) -> None:
+def details(battery: BatteryReport, console: Console, *, expected_failures: Iterable[str] = (),
+            conventions: Conventions = TORCH, options: dict | None = None) -> None:
     """Failures (bugs) with their minimal case and reproduction; range limits; expected failures
     (known deviations, listed ones) and the listed or known ones that no longer fail; skips."""
     for r in battery.by_status(FAILED):
         console.print(marked(("FAILED", "red"), f" {battery.implementation} {r.id}: {r.reason}"))
         if r.case is not None:
             console.print(f"  minimal case: {r.case.short()}")
-            console.print(f"  reproduce:    {replay_line(r, battery.implementation)}")
+            console.print(f"  reproduce:    {replay_line(r, battery.implementation, conventions, options)}")
     for r in battery.by_status(RANGE_LIMIT):
         console.print(marked(("range limit", "magenta"), f" {battery.implementation} {r.id}: {r.reason}"))
     for r in battery.by_status(EXPECTED):
@@ -79,12 +80,13 @@ def details(battery: BatteryReport, console: Console, *, expected_failures: Iter
                              f"checks; the checks after them did not run"))
 
 
-def replay_line(r: CheckReport, implementation: str) -> str:
+def replay_line(r: CheckReport, implementation: str, conventions: Conventions = TORCH,
+                options: dict | None = None) -> str:
     """The command that replays ``r``: its reproduction file (naming the implementation, which the
-    file only records) or its one-line reproduction."""
+    file only records) or its one-line reproduction, declaring the conventions and options."""
     if r.repro_path:
         return f"normspec repro {r.repro_path} --impl {implementation}"
-    return r.reproduction()
+    return reproduction(r, conventions, options)
 
 
 def ulp_line(battery: BatteryReport) -> str | None:
@@ -187,7 +189,8 @@ class Report:
 
     def print(self, console: Console) -> None:
         console.print(table(self.battery))
-        details(self.battery, console, expected_failures=self.expected_failures)
+        details(self.battery, console, expected_failures=self.expected_failures, conventions=self.conventions,
+                options=self.options)
         if ulp_line(self.battery):
             console.print(ulp_line(self.battery))
         console.print(f"mode: {self.mode}")

@@ -22,6 +22,8 @@ So every run ends with its report, whatever the implementation does.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import ctypes
 import faulthandler
 import multiprocessing
@@ -44,6 +46,8 @@ from normspec.verify.implementations import guard
 from normspec.verify.implementations.base import Implementation, describe_implementation
 from normspec.verify.implementations.isolation import describe_exit, isolated
 from normspec.verify.implementations.loading import load, load_module
+from normspec.verify.implementations.builtin import BUILTIN, builtin
+from normspec.verify.running import deviations
 from normspec.verify.implementations.probing import build, build_module
 from normspec.verify.running import battery as bat
 from normspec.verify.running.profiles import current_settings
@@ -163,6 +167,11 @@ def _run(connection, spec: RunSpec, done: frozenset) -> None:
 def _build(connection, spec: RunSpec) -> tuple[Implementation, list[tuple[str, str, str]]]:
     """The implementation, imported and probed, and the plan of its searches (sent before the
     probe: a probe that hangs or crashes fails every planned check)."""
+    if spec.impl in BUILTIN:  # a built-in whose ops can crash the process (torch_aten's)
+        implementation = dataclasses.replace(builtin(spec.impl), device=spec.device, timeout=spec.timeout)
+        planned = bat.plan(spec.variants or implementation.variants, spec.dtypes, spec.checks)
+        connection.send(("planned", planned))
+        return implementation, planned
     guard.watch.arm(spec.timeout, None)  # importing runs the module's code: bounded like a call
     try:
         target = load_module(spec.impl) if spec.is_module else load(spec.impl)
@@ -346,9 +355,11 @@ def _runner_ended(spec: RunSpec, state: _Progress, runner, phase: str, case: Cas
         state.notes.append(f"a runner process {what} between checks; a new one carries on")
         return False
     variant, dtype, check = state.current.split("::")
+    reason = f"the implementation {what}{where}; the case was not shrunk"
+    known = deviations.lookup(spec.name or spec.impl, state.current, case)  # a built-in's known crash
     state.reports[state.current] = bat.CheckReport(
-        spec.name or spec.impl, variant, dtype, check, bat.FAILED, examples=1, case=case,
-        reason=f"the implementation {what}{where}; the case was not shrunk", importable=True)
+        spec.name or spec.impl, variant, dtype, check, bat.EXPECTED if known else bat.FAILED, examples=1, case=case,
+        reason=f"{known} (observed: {reason})" if known else reason, importable=True)
     state.notes.append(f"{state.current}: the implementation {what}; a new runner process ran the checks after it")
     state.current = None
     return False

@@ -65,7 +65,9 @@ class Interval:
         return Interval(self.lo.mean(axis=axes, keepdims=True), self.hi.mean(axis=axes, keepdims=True))
 
     def widened(self, by) -> "Interval":
-        return Interval(self.lo - by, self.hi + by)
+        """Wider by ``by`` on each side; an infinite end (an overflowed step) stays where it is."""
+        return Interval(np.where(np.isinf(self.lo), self.lo, self.lo - by),
+                        np.where(np.isinf(self.hi), self.hi, self.hi + by))
 
     def rounded(self, dtype: str, *, faithful: bool = False) -> "Interval":
         """Each end rounded to ``dtype``: to nearest, or (``faithful``) outward to the neighbour on
