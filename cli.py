@@ -192,6 +192,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                        help="the implementation to replay it on: a built-in or package.module:function "
                             "(required: the one the file records is shown, never imported on its own)")
     repro.add_argument("--backward", default=None)
+    repro.add_argument("--backward-from-output", default=None)
     repro.add_argument("--device", default="cpu")
     repro.add_argument("--max-elements", type=positive_int, default=None,
                        help="largest case (elements of x) the file may describe (default 4194304)")

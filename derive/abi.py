@@ -91,3 +91,27 @@ def aten(variant: str) -> AtenConvention | None:
     """The aten convention of ``variant``, or None where aten has none (instance_norm, the fused
     and adaptive norms)."""
     return ATEN.get(variant)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FromOutput:
+    """A backward from the output (Apex's memory-efficient form): it saves y instead of x and
+    reconstructs xhat = (y - beta) / gamma, so it needs a weight and is ill-conditioned where the
+    weight is small (y's rounding is divided by |gamma|; dweight = sum(g * xhat) shows it)."""
+
+    variant: str
+    function: str
+    arguments: tuple[str, ...]  # from the vocabulary above, y the forward's output
+    gradients: tuple[str, ...]
+
+    def signature(self) -> str:
+        return f"{self.function}({', '.join(self.arguments)}) -> ({', '.join('d' + g for g in self.gradients)})"
+
+
+FROM_OUTPUT: dict[str, FromOutput] = {c.variant: c for c in (
+    FromOutput(variant="layer_norm", function="layer_norm_backward_from_output",
+               arguments=("grad_out", "y", "normalized_shape", "rstd", "weight", "bias"),
+               gradients=("x", "weight", "bias")),
+    FromOutput(variant="rms_norm", function="rms_norm_backward_from_output",
+               arguments=("grad_out", "y", "normalized_shape", "rstd", "weight"), gradients=("x", "weight")),
+)}

@@ -61,7 +61,8 @@ def builtin_battery(name: str, *, variants: Iterable[str] | None = None, dtypes:
 
 
 def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None = None, *,
-          backward: Callable | str | None = None,
+          backward: Callable | str | None = None, abi: str = "functional",
+          backward_from_output: Callable | str | None = None,
           conventions: dict[str, object] | Iterable[str] | None = None, contract: str | None = None,
           options: dict[str, object] | Iterable[str] | None = None,
           device: str = "cpu", dtypes: Iterable[str] | None = None, checks: Iterable[str] | None = None,
@@ -88,6 +89,16 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
     conventions: how ``impl`` differs from torch on purpose, ``{"running_var": "biased"}`` or
         ``["running_var=biased", "momentum=old"]`` (keys: ``normspec.verify.implementations.conventions``);
         the truth follows them, no check is switched off. Default: torch's.
+
+    abi: the calling convention of ``impl`` and ``backward``: 'functional' (``torch.nn.functional``'s
+        signature, the default) or 'aten' (``normspec.derive.abi``: a forward returning (y, mean, rstd)
+        as ``torch.ops.aten.native_layer_norm`` does, a backward taking them with an output_mask as
+        ``native_layer_norm_backward`` does); the saved statistics are then checked too.
+
+    backward_from_output: a backward from the output y (Apex's memory-efficient form,
+        ``layer_norm_backward_from_output(grad_out, y, normalized_shape, rstd, weight, bias)``), checked
+        by the backward_from_output check; its failures where the weight is small are told apart
+        from bugs.
 
     contract: the precision contract ``impl`` keeps (``normspec.derive.contracts``: float32, llama,
         weight_dtype, input_dtype), the same as ``conventions=["contract=llama"]``: the contract
@@ -119,22 +130,26 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
     wanted = _wanted_variants(variant, module=module)
     require(backward is None or not module, "backward", backward,
             "None for a module (its <variant>_backward functions are used)")
+    require(backward_from_output is None or not module, "backward_from_output", backward_from_output,
+            "None for a module (its <variant>_backward_from_output functions are used)")
+    require(abi == "functional" or not module, "abi", abi, "functional for a module (aten's forwards are functions)")
     # --isolate writes the case being called here (a crash of this process keeps it): into the
     # artifacts folder when there is one, else a temporary folder removed when the run ends
     pending_folder = (nullcontext(str(folder)) if folder is not None or not isolate
                       else tempfile.TemporaryDirectory(prefix="normspec-pending-"))
     with pending_folder as pending:
-        if isinstance(impl, str) and not in_process and (backward is None or isinstance(backward, str)):
+        if isinstance(impl, str) and not in_process and all(f is None or isinstance(f, str)
+                                                              for f in (backward, backward_from_output)):
             spec = RunSpec(impl, wanted, tuple(dtypes), tuple(checks), timeout, backward=backward, device=device,
                            array=array, name=name, conventions=parse_conventions(conventions).declared(),
                            options=pinned, isolate=isolate, pending_folder=pending, expected_failures=expected,
-                           max_examples=max_examples, seed=seed)
+                           max_examples=max_examples, seed=seed, abi=abi, backward_from_output=backward_from_output)
             result, implementation = supervise(spec, progress=progress)
             execution = "a supervised runner process (a hang, an exit or a crash fails one check; the run goes on)"
         else:
             implementation = _built(impl, wanted, module=module, backward=backward, device=device, array=array,
                                     name=name, timeout=timeout, isolate=isolate, conventions=conventions,
-                                    options=pinned)
+                                    options=pinned, abi=abi, backward_from_output=backward_from_output)
             if isolate:
                 implementation = isolated(implementation, artifacts=pending)
             settings = current_settings(max_examples, seeded=seed is not None)
@@ -170,7 +185,8 @@ def _wanted_variants(variant, *, module: bool) -> tuple[str, ...] | None:
 
 def _built(impl, wanted, *, module: bool, **arguments):
     if module:
-        arguments.pop("backward")
+        for name in ("backward", "abi", "backward_from_output"):
+            arguments.pop(name)
         return build_module(impl, variants_wanted=wanted, **arguments)
     return build(impl, wanted[0], **arguments)
 
@@ -182,7 +198,8 @@ def _unbuilt(impl, name, device, conventions) -> ImplementationSummary:
 
 
 def replay_case(impl: Callable | ModuleType | str, check: str, case: str | Case, *,
-                backward: Callable | str | None = None, array: str | None = None,
+                backward: Callable | str | None = None, array: str | None = None, abi: str = "functional",
+                backward_from_output: Callable | str | None = None,
                 conventions: dict[str, object] | Iterable[str] | None = None,
                 options: dict[str, object] | Iterable[str] | None = None, device: str = "cpu",
                 max_elements: int = MAX_CASE_ELEMENTS) -> list:
@@ -195,11 +212,13 @@ def replay_case(impl: Callable | ModuleType | str, check: str, case: str | Case,
         implementation = build_module(impl, device=device, array=array, conventions=conventions, options=options)
     else:
         implementation = build(impl, case.variant, backward=backward, device=device, array=array,
-                               conventions=conventions, options=options)
+                               conventions=conventions, options=options, abi=abi,
+                               backward_from_output=backward_from_output)
     return bat.check_case(implementation, check, case)
 
 
-def replay_file(path: str | Path, *, impl: str, backward: str | None = None, device: str = "cpu",
+def replay_file(path: str | Path, *, impl: str, backward: str | None = None,
+                backward_from_output: str | None = None, device: str = "cpu",
                 max_elements: int = MAX_CASE_ELEMENTS) -> tuple[Case, str, list]:
     """(case, check name, comparisons) of a saved reproduction file, re-run now on ``impl``.
 
@@ -216,7 +235,8 @@ def replay_file(path: str | Path, *, impl: str, backward: str | None = None, dev
     else:
         implementation = build(impl, case.variant, backward=backward, device=device, array=meta["array"],
                                conventions=meta.get("conventions"),  # as declared when it was written
-                               options=meta.get("options"))
+                               options=meta.get("options"), abi=meta.get("abi", "functional"),
+                               backward_from_output=backward_from_output)
     return case, meta["check"], bat.check_case(implementation, meta["check"], case)
 
 

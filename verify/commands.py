@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from normspec.derive import contracts
+from normspec.derive.abi import ABIS
 from normspec.derive.dtypes import DTYPES
 from normspec.derive.errors import positive_int, positive_seconds, require
 from normspec.derive.variants import NAMES as VARIANT_NAMES
@@ -52,6 +53,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "--impl of your own with it (the built-ins take every option as a keyword)")
     function = args.user_impl is not None and ":" in args.user_impl
     require(not args.backward or function, "--backward", args.backward, "--impl package.module:function with it")
+    require(not args.backward_from_output or function, "--backward-from-output", args.backward_from_output,
+            "--impl package.module:function with it (the forward whose y it takes)")
+    require(args.abi == "functional" or function, "--abi", args.abi,
+            "--impl package.module:function with it (the built-in torch_aten is aten's own ops)")
     require(not function or len(args.variant or ()) == 1, "--variant", ",".join(args.variant or ()) or None,
             "exactly one variant for --impl package.module:function")
     outputs = _outputs(args)  # validated and made absolute before anything runs
@@ -66,6 +71,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.user_impl:
         with _progress(f"{args.user_impl}") as advance:
             reports.append(api.check(args.user_impl, args.variant, backward=args.backward, device=args.device,
+                                     abi=args.abi, backward_from_output=args.backward_from_output,
                                      conventions=args.convention, options=args.option,
                                      dtypes=args.dtype, checks=args.check, max_examples=args.max_examples,
                                      expected_failures=parse_expected_failures(args.expected_failures,
@@ -133,7 +139,8 @@ def _user_implementation(args: argparse.Namespace):
                                 device=args.device, timeout=args.timeout, array=args.array,
                                 conventions=args.convention, options=args.option)
     return api.build(args.user_impl, args.variant[0], backward=args.backward, device=args.device,
-                     timeout=args.timeout, array=args.array, conventions=args.convention, options=args.option)
+                     timeout=args.timeout, array=args.array, conventions=args.convention, options=args.option,
+                     abi=args.abi, backward_from_output=args.backward_from_output)
 
 
 def _require_device(device: str) -> None:
@@ -157,6 +164,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
             f"the implementation to replay the case on (a built-in or package.module:function; the file records "
             f"{meta['implementation']!r}, which normspec does not import on its own)")
     case, check, comparisons = api.replay_file(args.case_file, impl=args.impl, backward=args.backward,
+                                              backward_from_output=args.backward_from_output,
                                               device=args.device, max_elements=max_elements)
     status = 0
     for comparison in comparisons:
@@ -251,6 +259,15 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
                              + ", ".join(BUILTIN))
     parser.add_argument("--backward", default=None,
                         help="package.module:function with the signature of normspec.numpy_ref.*_backward")
+    parser.add_argument("--backward-from-output", default=None, metavar="MODULE:FUNCTION",
+                        help="a backward from the output y, e.g. layer_norm_backward_from_output(grad_out, y, "
+                             "normalized_shape, rstd, weight, bias) -> (dx, dweight, dbias) (Apex's memory-efficient "
+                             "form); it is handed --impl's y and rstd (the true rstd unless --abi aten)")
+    parser.add_argument("--abi", choices=ABIS, default="functional",
+                        help="the calling convention of --impl and --backward: functional (torch.nn.functional's, "
+                             "default) or aten (the forward returns (y, mean, rstd) as "
+                             "torch.ops.aten.native_layer_norm, the backward takes them and an output_mask as "
+                             "native_layer_norm_backward)")
     parser.add_argument("--variant", type=listed(VARIANTS), default=None,
                         help="comma-separated (default: every variant; for a module, every one it provides)")
     parser.add_argument("--dtype", type=listed(DTYPES), default=list(DTYPES), help="comma-separated")

@@ -46,6 +46,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="a convention the implementation declares (repeatable), e.g. running_var=biased")
     group.addoption("--normspec-contract", default=None, metavar="NAME",
                     help="the precision contract the implementation keeps (float32, llama, weight_dtype, input_dtype)")
+    group.addoption("--normspec-abi", default="functional", choices=("functional", "aten"),
+                    help="aten: the forward returns (y, mean, rstd) and --normspec-backward takes them (aten's signatures)")
+    group.addoption("--normspec-backward-from-output", default=None, metavar="MODULE:FUNCTION",
+                    help="a backward from the output y (layer_norm_backward_from_output's signature)")
     group.addoption("--normspec-option", action="append", default=None, metavar="NAME=VALUE",
                     help="a keyword option the implementation has fixed (repeatable), e.g. weight_offset=1")
 
@@ -64,6 +68,8 @@ class NormspecCheck:
     strict: bool = False  # range limits fail too
     conventions: Any = None  # the declared Conventions (None: torch's)
     options: tuple = ()  # the pinned options, as sorted (name, value) pairs (hashable: the build is cached)
+    abi: str = "functional"  # 'aten': the forward returns its saved statistics, the backward takes them
+    backward_from_output: Any = None  # a backward from y (derive.abi.FROM_OUTPUT)
 
     @property
     def id(self) -> str:
@@ -74,10 +80,10 @@ class NormspecCheck:
         from normspec.verify.running.battery import EXPECTED, FAILED, RANGE_LIMIT, SKIPPED, run_check
         from normspec.verify.checks import CHECKS
 
-        from normspec.verify.reporting.report import reproduction
+        from normspec.verify.reporting.report import calling_flags, reproduction
 
         implementation = _implementation(self.impl, self.variant, self.backward, self.device, self.conventions,
-                                         self.options)
+                                         self.options, self.abi, self.backward_from_output)
         listed = {self.expected_failure.check_id: self.expected_failure} if self.expected_failure else {}
         report = run_check(implementation, CHECKS[self.check], self.variant, self.dtype, expected_failures=listed)
         if report.status == SKIPPED:
@@ -92,23 +98,25 @@ class NormspecCheck:
             message = f"{report.id}: {report.reason}"
             if report.case is not None:
                 message += (f"\n  minimal case: {report.case.short()}\n  reproduce: "
-                            f"{reproduction(report, implementation.conventions, implementation.options)}")
+                            f"{reproduction(report, implementation.conventions, implementation.options, calling_flags(implementation))}")
             pytest.fail(message, pytrace=False)
 
 
 @functools.lru_cache(maxsize=None)
 def _implementation(impl: Any, variant: str, backward: Any, device: str, conventions: Any = None,
-                    options: tuple = ()):
+                    options: tuple = (), abi: str = "functional", backward_from_output: Any = None):
     from normspec.verify.api import build
 
-    return build(impl, variant, backward=backward, device=device, conventions=conventions, options=dict(options))
+    return build(impl, variant, backward=backward, device=device, conventions=conventions, options=dict(options),
+                 abi=abi, backward_from_output=backward_from_output)
 
 
 def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[str] = DTYPES,
                        checks: Iterable[str] | None = None, backward: Callable | str | None = None,
                        device: str = "cpu", expected_failures: Iterable[str] = (),
                        conventions: dict | Iterable[str] | None = None, contract: str | None = None,
-                       options: dict | Iterable[str] | None = None,
+                       options: dict | Iterable[str] | None = None, abi: str = "functional",
+                       backward_from_output: Callable | str | None = None,
                        strict: bool = False) -> pytest.MarkDecorator:
     """``pytest.mark.parametrize`` over the battery: the test gets ``normspec_check``."""
     from normspec.verify.checks import CHECKS
@@ -119,7 +127,17 @@ def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[s
 
     _declare(items, with_contract(conventions, contract), argument="conventions")
     _pin(items, options, variant, argument="options")
+    _calling(items, abi, backward_from_output)
     return pytest.mark.parametrize("normspec_check", items, ids=[item.id for item in items])
+
+
+def _calling(items: list[NormspecCheck], abi: str, backward_from_output: Any) -> None:
+    """The calling convention and the backward from the output on every item (validated now)."""
+    from normspec.derive.abi import check_abi
+
+    check_abi(abi)
+    for item in items:
+        item.abi, item.backward_from_output = abi, backward_from_output
 
 
 def _declare(items: list[NormspecCheck], conventions: Any, *, argument: str) -> None:
@@ -205,4 +223,5 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     conventions = [*(option("--normspec-convention") or []), *([f"contract={contract}"] if contract else [])]
     _declare(items, conventions or None, argument="--normspec-convention")
     _pin(items, option("--normspec-option"), option("--normspec-variant"), argument="--normspec-option")
+    _calling(items, option("--normspec-abi"), option("--normspec-backward-from-output"))
     metafunc.parametrize("normspec_command_line_check", items, ids=[item.id for item in items])

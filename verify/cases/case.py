@@ -50,6 +50,9 @@ def weight_offsets(record: Variant, has_weight: bool, pinned: dict | None = None
 
 MEMORY_LAYOUTS = ("contiguous", "noncontiguous", "channels_last")
 VALUE_KINDS = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma_mixed", "exact")
+# drawn only by the checks that ask for them: weights near zero (|w| from 1e-4 to 1e-1, both signs),
+# where a backward from the output is ill-conditioned
+EXTRA_VALUE_KINDS = ("gamma_tiny",)
 # the arrays of Case.arrays(): the call's and the outputs' gradients
 ARRAY_NAMES = (*ARRAY_ARGUMENTS, "grad_out", "grad_residual_out")
 PARAMETER_ARRAYS = ("weight", "bias", "running_mean", "running_var")  # in the case's parameter_dtype
@@ -422,7 +425,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, object, Variant, tuple[int, ...]], Any]]
     "running": _checked_bool,
     "momentum": lambda name, value, record, shape: check_momentum(value),  # [0, 1]: NaN and inf fail
     "memory": _one_of(MEMORY_LAYOUTS),
-    "values": _one_of(VALUE_KINDS),
+    "values": _one_of(VALUE_KINDS + EXTRA_VALUE_KINDS),
     "seed": _checked_seed,
     "scale": _checked_scale,
     "weight_offset": _checked_weight_offset,
@@ -493,6 +496,8 @@ def _split(s: np.ndarray, rng: np.random.Generator, dtype: str) -> tuple[np.ndar
 def _weight(kind: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     if kind == "gamma_mixed":  # mixed signs over two decades
         return rng.choice([-1.0, 1.0], shape) * 10.0 ** rng.uniform(-1, 1, shape)
+    if kind == "gamma_tiny":  # near zero, both signs
+        return rng.choice([-1.0, 1.0], shape) * 10.0 ** rng.uniform(-4, -1, shape)
     return 1.0 + 0.5 * rng.standard_normal(shape)
 
 

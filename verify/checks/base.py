@@ -178,6 +178,7 @@ class Check:
     keyword: str | None = None  # an option the implementation must take as a keyword (not pinned)
     needs_contract: bool = False  # runs only on an implementation that declares a precision contract
     needs_abi: str | None = None  # runs only under this calling convention ('aten': saved statistics)
+    needs_from_output: bool = False  # runs only on an implementation with a backward from the output
     case_options: dict = field(default_factory=dict)  # constraints for verify.strategies.cases
 
     def run(self, impl: Implementation, case: Case) -> list[Comparison]:
@@ -205,6 +206,8 @@ class Check:
         if self.needs_abi and getattr(impl, "abi", "functional") != self.needs_abi:
             return (f"runs under --abi {self.needs_abi} only (a forward that returns its saved statistics, "
                     f"a backward that takes them)")
+        if self.needs_from_output and variant not in getattr(impl, "from_output", {}):
+            return "no backward from the output given (--backward-from-output package.module:function)"
         if self.needs_contract and impl.conventions.precision_contract is None:
             return "no precision contract declared (--contract float32|llama|weight_dtype|input_dtype)"
         if self.needs_gradients and not impl.has_gradients(variant):

@@ -1,7 +1,9 @@
-"""Checks of the saved-statistics convention (``--abi aten``): what the forward saves, the backward
-fed the true statistics and its own, and the output mask."""
+"""Checks of the kernels' calling conventions: the saved statistics (``--abi aten``: what the
+forward saves, the backward fed the true statistics, the output mask) and the backward from the
+output (``--backward-from-output``)."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -89,6 +91,60 @@ def check_output_mask(impl: Implementation, case: Case) -> list[Comparison]:
     return comparisons
 
 
+def check_backward_from_output(impl: Implementation, case: Case) -> list[Comparison]:
+    """The backward from y (xhat = (y - beta) / gamma) against the truth, at the coarser of y's and
+    the weight's dtype (the method reads xhat back at y's precision). Where the weight is small the
+    method loses more, y's rounding divided by |gamma|: a failure is then compared with the exact
+    backward from the implementation's own y and rstd, and if it agrees with that it is a range
+    limit of the method (the conditioning of reconstructing xhat), else a bug."""
+    case = dataclasses.replace(case, affine=True, weight=True, weight_offset=0.0, running=False)
+    ctx = Context.of(case)
+    rstd = None if impl.abi == "aten" else true_saved(ctx)["rstd"]
+    got = impl.run_from_output(case, ctx.arrays, rstd=rstd)
+    dtype = dtypes.coarser(case.dtype, case.dtype_of("weight"))
+    method = _exact_from_output(ctx, got.y, rstd if rstd is not None else got.saved["rstd"])
+    comparisons = []
+    for name in ("dx", "dweight"):
+        strict = _from_output_policy(ctx, name, ctx.xhat(), dtype)
+        comparison = compare(f"{name} (backward from the output)", getattr(got, name), getattr(ctx.truth, name), strict)
+        own = compare(name, getattr(got, name), method[name], _from_output_policy(ctx, name, method["xhat"], dtype))
+        if not comparison.ok and own.ok:
+            gamma = np.abs(ctx.gamma())
+            comparison = dataclasses.replace(comparison, limit=(
+                f"the backward from the output is ill-conditioned here: it reads xhat back from y, xhat = "
+                f"(y - beta) / gamma, y's rounding divided by |weight| (down to {float(np.min(gamma)):.2g}), and "
+                f"{name} agrees with the exact backward from this y (worst {own.worst_ratio:.2g} of its tolerance)"))
+        comparisons.append(comparison)
+    if case.has_bias:
+        comparisons.append(compare("dbias (backward from the output)", got.dbias, ctx.truth.dbias,
+                                   ctx.policy_param(ctx.arrays["grad_out"])))
+    return comparisons
+
+
+def _exact_from_output(ctx: Context, y: np.ndarray, rstd: np.ndarray) -> dict:
+    """The backward from the output in float64 on the implementation's own y and rstd: what the
+    method computes when it computes exactly (xhat, dx, dweight)."""
+    view, case, g = ctx.view, ctx.case, ctx.arrays["grad_out"]
+    gamma = ctx.gamma()
+    xhat = (y - view.param(ctx.arrays["bias"], 0.0)) / gamma
+    r = view.back(np.reshape(rstd, case.layout.stats_shape))
+    h = gamma * g
+    inner = view.work(h) - view.work(xhat) * view.mean(h * xhat)
+    if case.centered:
+        inner = inner - view.mean(h)
+    return {"xhat": xhat, "dx": r * view.back(inner), "dweight": view.affine_sum(g * xhat)}
+
+
+def _from_output_policy(ctx: Context, name: str, xhat: np.ndarray, dtype: str):
+    view, case, g = ctx.view, ctx.case, ctx.arrays["grad_out"]
+    n, kappa = ctx.group_size, ctx.kappa()
+    if name == "dx":
+        magnitude = view.max(ctx.rstd() * np.abs(ctx.gamma() * g)) * (1 + view.max(xhat))
+        return policy(dtype, n, magnitude, kappa)
+    length = int(np.prod([case.layout.work_shape[d] for d in case.layout.affine_dims]))
+    return policy(dtype, max(length, n), view.affine_sum(np.abs(g) * (1 + np.abs(xhat))), float(np.max(kappa)))
+
+
 CHECKS = (
     Check("saved_statistics", "oracle", "the saved mean and rstd: shape, dtype and values (--abi aten)",
           check_saved_statistics, variants=ATEN_VARIANTS, needs_abi="aten"),
@@ -97,4 +153,7 @@ CHECKS = (
     Check("output_mask", "oracle", "masked gradients not computed, the others unchanged (--abi aten)",
           check_output_mask, variants=ATEN_VARIANTS, needs_abi="aten", needs_gradients=True,
           case_options={"affine": True, "max_numel": 512}),
+    Check("backward_from_output", "oracle", "the backward from y (--backward-from-output): xhat = (y - beta) / gamma",
+          check_backward_from_output, variants=tuple(abi_records.FROM_OUTPUT), needs_from_output=True,
+          case_options={"affine": True, "value_kinds": ("normal", "gamma_tiny", "gamma_mixed", "outlier", "offset")}),
 )

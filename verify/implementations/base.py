@@ -10,6 +10,7 @@ the truth follows them.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ class Implementation:
     conventions: Conventions = TORCH  # declared differences from torch (the truth follows them)
     options: dict[str, float] = field(default_factory=dict)  # pinned options ({"weight_offset": 1.0})
     abi: str = "functional"  # 'aten': forwards return (y, *saved statistics), backwards take them
+    from_output: dict[str, Callable] = field(default_factory=dict)  # backwards from y (derive.abi.FROM_OUTPUT)
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -98,6 +100,13 @@ class Implementation:
 
     def has_gradients(self, variant: str) -> bool:
         return self.gradients == "autograd" or variant in self.backwards
+
+    def run_from_output(self, case: Case, arrays: dict, *, rstd: np.ndarray | None = None) -> RunResult:
+        """The forward, then the backward from its output ``y`` (``from_output``), handed the forward's
+        saved rstd under ``abi="aten"``, else ``rstd`` (float64, cast to the compute dtype)."""
+        call = _Call(self, case, arrays)
+        forward = call.run(False)
+        return call.from_output(forward, rstd)
 
     # --- options -----------------------------------------------------------------------
     def takes_keyword(self, variant: str, option: str) -> bool:
@@ -208,6 +217,35 @@ class _Call:
             _check_unchanged(upstream_before, upstream, what="its backward")
             for name, grad in grads.items():
                 setattr(result, f"d{name}", _np(grad))
+        return result
+
+    def from_output(self, forward: RunResult, rstd: np.ndarray | None) -> RunResult:
+        impl, case = self.impl, self.case
+        convention = abi_records.FROM_OUTPUT[case.variant]
+        if "rstd" in forward.saved:
+            rstd, dtype = forward.saved["rstd"], forward.saved_dtypes["rstd"]
+        else:
+            dtype = abi.saved_dtype(case)
+        make = (lambda a, d: case.torch_tensor(a, device=impl.device, dtype=d)) if self.torch else \
+            (lambda a, d: case.numpy_array(a, dtype=d))  # noqa: E731
+        inputs = {name: self.make(name) for name in ("weight", "bias") if self.arrays.get(name) is not None}
+        found = dict(abi.values(case, inputs), grad_out=self.make("grad_out"), y=make(forward.y, case.dtype),
+                     rstd=make(np.reshape(rstd, abi.saved_shape(abi_records.ATEN[case.variant], case)), dtype))
+        with guarded(impl.timeout, case, what="the backward from the output"):
+            grads = impl.from_output[case.variant](*(found[name] for name in convention.arguments))
+        shown = ", ".join(f"d{name}" for name in convention.gradients)
+        if not isinstance(grads, (tuple, list)) or len(grads) != len(convention.gradients):
+            raise ContractViolation(f"the backward from the output returned {type(grads).__name__}, expected "
+                                    f"({shown}) ({convention.signature()})")
+        result = dataclasses.replace(forward)
+        for name, grad in zip(convention.gradients, grads):
+            like = found["y"] if name == "x" else found.get(name)
+            if like is None:
+                continue
+            if grad is None:
+                raise ContractViolation(f"the backward from the output returned None for d{name}")
+            _check_output(f"the gradient of {name} (from the output)", grad, like=like)
+            setattr(result, f"d{name}", _np(grad))
         return result
 
     def _saved_statistics(self, returned):
@@ -361,12 +399,13 @@ class ImplementationSummary:
     variants: tuple[str, ...]
     options: dict = field(default_factory=dict)  # the options pinned by the user
     option_notes: tuple[str, ...] = ()  # the options not drawn, and why (Implementation.option_notes)
+    abi: str = "functional"
 
 
 def describe_implementation(impl: Implementation) -> ImplementationSummary:
     notes = tuple(note for variant in impl.functions for note in impl.option_notes(variant))
     return ImplementationSummary(impl.name, impl.array, impl.gradients, impl.device, dict(impl.source),
-                                 impl.conventions, tuple(impl.functions), dict(impl.options), notes)
+                                 impl.conventions, tuple(impl.functions), dict(impl.options), notes, impl.abi)
 
 
 def _describe(value: Any) -> tuple[str, tuple, str]:

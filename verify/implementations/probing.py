@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from normspec.derive import variants
+from normspec.derive.abi import ATEN, FROM_OUTPUT, aten, check_abi
 from normspec.derive.dtypes import DTYPES
 from normspec.derive.errors import NormSpecError, check_weight_offset, require
 from normspec.verify.cases.case import Case
@@ -27,16 +28,25 @@ from normspec.verify.implementations.loading import load, load_module
 def build(impl: Callable | str, variant: str, *, backward: Callable | str | None = None, device: str = "cpu",
           array: str | None = None, name: str | None = None, timeout: float | None = None,
           isolate: bool = False, conventions: Conventions | Mapping | Iterable[str] | None = None,
-          options: Mapping[str, object] | Iterable[str] | None = None) -> Implementation:
+          options: Mapping[str, object] | Iterable[str] | None = None, abi: str = "functional",
+          backward_from_output: Callable | str | None = None) -> Implementation:
     """An :class:`Implementation` of one variant from a callable or an import path.
 
     The array kind and differentiability are probed by calling ``impl`` on a small case,
     under the time limit, and in a worker process when ``isolate`` (a probe may crash).
     ``conventions``: how it differs from torch on purpose (``conventions.parse`` reads them).
     ``options``: the variant's keyword options it has fixed (``{"weight_offset": 1.0}``, or
-    ``["weight_offset=1"]``; :func:`parse_options`).
+    ``["weight_offset=1"]``; :func:`parse_options`). ``abi="aten"``: ``impl`` is a forward that returns
+    (y, mean, rstd) and ``backward`` takes them, in aten's signatures (``normspec.derive.abi``); no probe
+    call (they are torch functions). ``backward_from_output``: a backward from y (Apex's form,
+    ``derive.abi.FROM_OUTPUT``), checked by the backward_from_output check.
     """
     variants.get(variant)
+    check_abi(abi)
+    require(abi == "functional" or aten(variant) is not None, "abi", abi,
+            f"functional for {variant} (aten has a saved-statistics convention for {', '.join(ATEN)} only)")
+    require(backward_from_output is None or variant in FROM_OUTPUT, "backward_from_output", backward_from_output,
+            f"None for {variant} (a backward from the output exists for {', '.join(FROM_OUTPUT)})")
     conventions = parse_conventions(conventions)
     options = parse_options(options, (variant,))
     require(array in (None, "torch", "numpy"), "array", array, "'torch', 'numpy' or None (detect)")
@@ -47,17 +57,26 @@ def build(impl: Callable | str, variant: str, *, backward: Callable | str | None
     if isinstance(backward, str):
         source["backward"] = backward
         backward = load(backward, argument="backward")
+    if isinstance(backward_from_output, str):
+        source["backward_from_output"] = backward_from_output
+        backward_from_output = load(backward_from_output, argument="backward_from_output")
     require(callable(impl), "impl", impl, "a callable or 'package.module:function'")
     require(backward is None or callable(backward), "backward", backward, "a callable or an import path")
-    array, differentiable = probe(impl, variant, array, timeout=timeout, isolate=isolate,
-                                  dtype=_probe_dtype(conventions))
+    require(backward_from_output is None or callable(backward_from_output), "backward_from_output",
+            backward_from_output, "a callable or an import path")
+    if abi == "aten":  # aten's forwards take no functional signature to probe with: torch, autograd unless a backward
+        array, differentiable = array or "torch", backward is None
+    else:
+        array, differentiable = probe(impl, variant, array, timeout=timeout, isolate=isolate,
+                                      dtype=_probe_dtype(conventions))
     gradients = "autograd" if differentiable else ("backward" if backward else None)
     if gradients == "autograd" and backward is not None:
         gradients = "backward"  # a supplied backward is what the user wants checked
     label = name or source.get("impl") or getattr(impl, "__qualname__", repr(impl))
     return Implementation(label, {variant: impl}, array=array, gradients=gradients,
                           backwards={variant: backward} if backward else {}, device=device, timeout=timeout,
-                          source=source, conventions=conventions, options=options)
+                          source=source, conventions=conventions, options=options, abi=abi,
+                          from_output={variant: backward_from_output} if backward_from_output else {})
 
 
 def build_module(module: ModuleType | str, *, variants_wanted: tuple[str, ...] | None = None, device: str = "cpu",
@@ -66,7 +85,8 @@ def build_module(module: ModuleType | str, *, variants_wanted: tuple[str, ...] |
                  options: Mapping[str, object] | Iterable[str] | None = None) -> Implementation:
     """An :class:`Implementation` of every variant a module provides: its functions named after
     variants (``layer_norm``, ...), with ``<variant>_backward`` where it has one (the signature of
-    ``normspec.numpy_ref.*_backward``). ``variants_wanted`` are checked to be there (the
+    ``normspec.numpy_ref.*_backward``) and ``<variant>_backward_from_output`` where it has one
+    (``derive.abi.FROM_OUTPUT``). ``variants_wanted`` are checked to be there (the
     caller runs the battery on them; the other functions serve the identities). ``conventions``:
     and ``options`` as for :func:`build`, for every function of the module."""
     conventions = parse_conventions(conventions)
@@ -84,6 +104,8 @@ def build_module(module: ModuleType | str, *, variants_wanted: tuple[str, ...] |
     functions = {v: getattr(module, v) for v in provided}
     backwards = {v: getattr(module, f"{v}_backward") for v in provided
                  if callable(getattr(module, f"{v}_backward", None))}
+    from_output = {v: getattr(module, f"{v}_backward_from_output") for v in provided
+                   if v in FROM_OUTPUT and callable(getattr(module, f"{v}_backward_from_output", None))}
     kinds = {v: probe(fn, v, array, timeout=timeout, isolate=isolate, dtype=_probe_dtype(conventions))
              for v, fn in functions.items()}
     arrays = {kind for kind, _ in kinds.values()}
@@ -93,7 +115,7 @@ def build_module(module: ModuleType | str, *, variants_wanted: tuple[str, ...] |
     gradients = "backward" if backwards else ("autograd" if differentiable else None)
     return Implementation(label, functions, array=arrays.pop(), gradients=gradients, backwards=backwards,
                           device=device, timeout=timeout, source=source, conventions=conventions,
-                          options=parse_options(options, provided))
+                          options=parse_options(options, provided), from_output=from_output)
 
 
 def parse_options(options: Mapping[str, object] | Iterable[str] | None, provided: Iterable[str], *,

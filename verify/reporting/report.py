@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from normspec.verify.implementations.builtin import BUILTIN
 from normspec.verify.implementations.conventions import TORCH, Conventions
 from normspec.verify.reporting.outputs import file_stem
 from normspec.verify.reporting.repro import write_case
@@ -53,14 +54,14 @@ def table(battery: BatteryReport) -> Table:
 
 
 def details(battery: BatteryReport, console: Console, *, expected_failures: Iterable[str] = (),
-            conventions: Conventions = TORCH, options: dict | None = None) -> None:
+            conventions: Conventions = TORCH, options: dict | None = None, flags: str = "") -> None:
     """Failures (bugs) with their minimal case and reproduction; range limits; expected failures
     (known deviations, listed ones) and the listed or known ones that no longer fail; skips."""
     for r in battery.by_status(FAILED):
         console.print(marked(("FAILED", "red"), f" {battery.implementation} {r.id}: {r.reason}"))
         if r.case is not None:
             console.print(f"  minimal case: {r.case.short()}")
-            console.print(f"  reproduce:    {replay_line(r, battery.implementation, conventions, options)}")
+            console.print(f"  reproduce:    {replay_line(r, battery.implementation, conventions, options, flags)}")
     for r in battery.by_status(RANGE_LIMIT):
         console.print(marked(("range limit", "magenta"), f" {battery.implementation} {r.id}: {r.reason}"))
     for r in battery.by_status(EXPECTED):
@@ -81,12 +82,13 @@ def details(battery: BatteryReport, console: Console, *, expected_failures: Iter
 
 
 def replay_line(r: CheckReport, implementation: str, conventions: Conventions = TORCH,
-                options: dict | None = None) -> str:
+                options: dict | None = None, flags: str = "") -> str:
     """The command that replays ``r``: its reproduction file (naming the implementation, which the
     file only records) or its one-line reproduction, declaring the conventions and options."""
     if r.repro_path:
-        return f"normspec repro {r.repro_path} --impl {implementation}"
-    return reproduction(r, conventions, options)
+        backwards = flags.split(" --abi ")[0]  # the file records the abi; the backwards are named again
+        return f"normspec repro {r.repro_path} --impl {implementation}{backwards}"
+    return reproduction(r, conventions, options, flags)
 
 
 def ulp_line(battery: BatteryReport) -> str | None:
@@ -121,6 +123,7 @@ class Report:
         self.unknown_expected = unknown_expected or []
         self.conventions = getattr(implementation, "conventions", TORCH)  # declared: the truth followed them
         self.options = dict(getattr(implementation, "options", {}))  # pinned: every case used them
+        self.flags = calling_flags(implementation)  # how it was called (its backwards, its abi)
         chosen = set(r.variant for r in battery.reports)
         notes = getattr(implementation, "option_notes", ())
         if callable(notes):  # an Implementation (a summary carries them as data)
@@ -152,7 +155,7 @@ class Report:
                        for status in (PASSED, FAILED, RANGE_LIMIT, EXPECTED, SKIPPED)},
             "unknown_expected_failures": self.unknown_expected,
             "conventions": self.conventions.declared(), "options": self.options, "option_notes": self.option_notes,
-            "checks": [_check_dict(r, self.conventions, self.options) for r in self.checks],
+            "checks": [_check_dict(r, self.conventions, self.options, self.flags) for r in self.checks],
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -172,7 +175,7 @@ class Report:
             lines.append(f"| {r.check} | {r.dtype} | {status} | {ratio} | {r.examples} |")
         for r in self.battery.failed:
             reproduce = (replay_line(r, self.battery.implementation) if r.repro_path
-                         else reproduction(r, self.conventions, self.options))
+                         else reproduction(r, self.conventions, self.options, self.flags))
             lines += ["", f"**{r.id}** failed: {r.reason}", "", f"- minimal case: `{r.case.short() if r.case else '-'}`",
                       f"- reproduce: `{reproduce}`"]
         return "\n".join(lines) + "\n"
@@ -190,7 +193,7 @@ class Report:
     def print(self, console: Console) -> None:
         console.print(table(self.battery))
         details(self.battery, console, expected_failures=self.expected_failures, conventions=self.conventions,
-                options=self.options)
+                options=self.options, flags=self.flags)
         if ulp_line(self.battery):
             console.print(ulp_line(self.battery))
         console.print(f"mode: {self.mode}")
@@ -203,12 +206,27 @@ class Report:
         console.print(summary_line(self.battery))
 
 
-def reproduction(r: CheckReport, conventions: Conventions = TORCH, options: dict | None = None) -> str:
-    """``r``'s one-line reproduction; a command line also declares the implementation's conventions
-    and pinned options."""
+def calling_flags(implementation) -> str:
+    """The ``normspec verify`` options that call ``implementation`` as it was called: its backward,
+    its backward from the output (by import path), its calling convention."""
+    source, flags = getattr(implementation, "source", {}) or {}, ""
+    for key, option in (("backward", "--backward"), ("backward_from_output", "--backward-from-output")):
+        if key in source:
+            flags += f" {option} {source[key]}"
+    abi = getattr(implementation, "abi", "functional")
+    return flags + (f" --abi {abi}" if abi != "functional" else "")
+
+
+def reproduction(r: CheckReport, conventions: Conventions = TORCH, options: dict | None = None,
+                 flags: str = "") -> str:
+    """``r``'s one-line reproduction; a command line also declares the implementation's conventions,
+    pinned options and ``flags`` (:func:`calling_flags`)."""
     line = r.reproduction()
     if line.startswith("normspec verify"):
-        return line + conventions.command_line() + "".join(f" --option {k}={v:g}" for k, v in (options or {}).items())
+        if r.implementation in BUILTIN:
+            flags = ""  # a built-in is named, not assembled
+        return (line + flags + conventions.command_line()
+                + "".join(f" --option {k}={v:g}" for k, v in (options or {}).items()))
     declared = conventions.declared()
     if line and declared:  # the Python call: the same declarations as keywords
         line = line[:-1] + f", conventions={declared!r})"
@@ -217,7 +235,8 @@ def reproduction(r: CheckReport, conventions: Conventions = TORCH, options: dict
     return line
 
 
-def _check_dict(r: CheckReport, conventions: Conventions = TORCH, options: dict | None = None) -> dict:
+def _check_dict(r: CheckReport, conventions: Conventions = TORCH, options: dict | None = None,
+                flags: str = "") -> dict:
     worst = None
     if r.worst is not None:
         w = r.worst
@@ -230,7 +249,7 @@ def _check_dict(r: CheckReport, conventions: Conventions = TORCH, options: dict 
             "nondeterministic": r.nondeterministic,
             "worst": worst,
             "minimal_case": json.loads(r.case.to_json()) if r.case else None,
-            "reproduction": reproduction(r, conventions, options) or None, "reproduction_file": r.repro_path}
+            "reproduction": reproduction(r, conventions, options, flags) or None, "reproduction_file": r.repro_path}
 
 
 def _finite(value: float) -> float | str:

@@ -26,7 +26,8 @@ META_FIELDS = {"case": (dict, "a JSON object"), "check": (str, "a string"), "id"
                "array": (str, "a string"), "gradients": ((str, type(None)), "a string or null"),
                "failure": (str, "a string")}
 OPTIONAL_META_FIELDS = {"conventions": ((dict, type(None)), "a JSON object or null"),
-                        "options": ((dict, type(None)), "a JSON object or null")}
+                        "options": ((dict, type(None)), "a JSON object or null"),
+                        "abi": (str, "'functional' or 'aten'")}
 MAX_META_CHARACTERS = 2**20  # a real description is a few kilobytes
 # What reading a damaged archive raises (a truncated member, a bad CRC, an unknown compression).
 DAMAGED = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
@@ -40,7 +41,8 @@ def write_case(path: Path, report, implementation) -> Path:
             "array": implementation.array, "gradients": implementation.gradients,
             "failure": report.reason,
             "conventions": implementation.conventions.declared(),  # what the truth followed
-            "options": dict(getattr(implementation, "options", {}))}  # pinned: the keywords not passed
+            "options": dict(getattr(implementation, "options", {})),  # pinned: the keywords not passed
+            "abi": getattr(implementation, "abi", "functional")}  # how its forward and backward are called
     arrays = {k: v for k, v in report.case.arrays().items() if v is not None}
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, meta=np.array(json.dumps(meta)), **arrays)

@@ -91,6 +91,8 @@ class RunSpec:
     expected_failures: dict = field(default_factory=dict)
     max_examples: int | None = None
     seed: int | None = None
+    abi: str = "functional"
+    backward_from_output: str | None = None
 
     @property
     def is_module(self) -> bool:
@@ -187,7 +189,8 @@ def _build(connection, spec: RunSpec) -> tuple[Implementation, list[tuple[str, s
     else:
         implementation = build(spec.impl, spec.variants[0], backward=spec.backward, device=spec.device,
                                array=spec.array, name=spec.name, timeout=spec.timeout, isolate=spec.isolate,
-                               conventions=spec.conventions, options=spec.options)
+                               conventions=spec.conventions, options=spec.options, abi=spec.abi,
+                               backward_from_output=spec.backward_from_output)
     return (isolated(implementation, artifacts=spec.pending_folder) if spec.isolate else implementation), planned
 
 
