@@ -127,7 +127,8 @@ class Context:
 
     def rounding_dtype(self) -> str:
         """The coarsest dtype the forward rounds to: the output's, or a coarser rounding point of the
-        declared precision contract (weight_dtype with bfloat16 weights beside float32 x)."""
+        declared precision contract (weight_dtype with bfloat16 weights beside float32 x; llama's
+        bfloat16 xhat, which dweight = sum(g xhat) inherits beside float32 weights)."""
         declared = conventions_in_force.get()
         contract = getattr(declared, "precision_contract", None)
         if contract is None:
@@ -148,7 +149,8 @@ class Context:
         magnitude = self.view.max(self.rstd() * np.abs(h)) * (1 + self.view.max(self.xhat()))
         if self.case.has_residual:  # dx = g_s + J^T g: the pass-through adds its own size
             magnitude = magnitude + np.abs(self.arrays["grad_residual_out"])
-        return policy(self.case.dtype, self.group_size, magnitude, self.kappa())
+        # a contract's rounding point in the forward (xhat in 16-bit) is one its autograd backward has too
+        return policy(self.rounding_dtype(), self.group_size, magnitude, self.kappa())
 
     def policy_residual_out(self):
         """x + residual, rounded once to the dtype (a sum of two values: no reduction)."""
@@ -160,8 +162,8 @@ class Context:
         parameters' dtype (their gradients have it)."""
         length = int(np.prod([self.case.layout.work_shape[d] for d in self.case.layout.affine_dims]))
         kappa = float(np.max(self.kappa()))
-        return policy(self.case.dtype_of("weight"), max(length, self.group_size),
-                      self.view.affine_sum(np.abs(terms)), kappa)
+        dtype = dtypes.coarser(self.case.dtype_of("weight"), self.rounding_dtype())  # a contract's xhat rounding
+        return policy(dtype, max(length, self.group_size), self.view.affine_sum(np.abs(terms)), kappa)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def check_identity_recovery(impl: Implementation, case: Case) -> list[Comparison
     # the stored weight (std - offset) is rounded on its own scale, |weight| + |offset|, not gamma's
     gamma = np.abs(view.param(arrays["weight"], 1.0)) + abs(case.effective_weight_offset)
     magnitude = 2 * view.max(x) + gamma * view.max(ctx.xhat())
-    tol = policy(case.dtype, ctx.group_size, magnitude, ctx.kappa())
+    tol = policy(ctx.rounding_dtype(), ctx.group_size, magnitude, ctx.kappa())  # a contract may round coarser
     truth_with_rounded_params = definition.truth(case, arrays).y
     # y = x holds up to the rounding of the stored gamma and beta, in their own dtype
     recovered = policy(dtypes.coarser(case.dtype, case.dtype_of("weight")), ctx.group_size, magnitude, ctx.kappa())

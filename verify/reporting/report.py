@@ -61,7 +61,9 @@ def details(battery: BatteryReport, console: Console, *, expected_failures: Iter
         console.print(marked(("FAILED", "red"), f" {battery.implementation} {r.id}: {r.reason}"))
         if r.case is not None:
             console.print(f"  minimal case: {r.case.short()}")
-            console.print(f"  reproduce:    {replay_line(r, battery.implementation, conventions, options, flags)}")
+            # soft_wrap: a line copied from a log runs as printed (a wrap inside its JSON would not)
+            console.print(f"  reproduce:    {replay_line(r, battery.implementation, conventions, options, flags)}",
+                          soft_wrap=True)
     for r in battery.by_status(RANGE_LIMIT):
         console.print(marked(("range limit", "magenta"), f" {battery.implementation} {r.id}: {r.reason}"))
     for r in battery.by_status(EXPECTED):
