@@ -237,5 +237,34 @@ ZOO: dict[str, ZooEntry] = {
         "adaptive_rms_norm", "kernel_variant_bugs:adaptive_rms_norm_first_sample_scale",
         {"forward", "backward", "mpmath", "modulated_per_sample", "finite_differences"},
         "adaptive norm: every sample modulated by the first sample's scale", _F64),
+    # --- calling conventions: aten's saved statistics, the backward from the output, contracts ---
+    # (the check is pinned: the named check must catch it; the buggy or correct backward is an argument)
+    "layer_norm_aten_forward_saves_var": _entry(
+        "layer_norm", "calling_convention_bugs:layer_norm_aten_forward_saves_var", {"saved_statistics", "backward"},
+        "aten forward: the variance saved where rstd belongs (FlagGems #5771)", _F64,
+        arguments=("--abi", "aten", "--backward", "tests.bug_zoo.calling_convention_bugs:layer_norm_aten_backward",
+                   "--check", "saved_statistics,backward")),
+    "layer_norm_aten_forward_saves_input_dtype_statistics": _entry(
+        "layer_norm", "calling_convention_bugs:layer_norm_aten_forward_saves_input_dtype_statistics",
+        {"saved_statistics"}, "aten forward: mean and rstd saved in the 16-bit input dtype, not float32",
+        ("bfloat16",),
+        arguments=("--abi", "aten", "--backward", "tests.bug_zoo.calling_convention_bugs:layer_norm_aten_backward",
+                   "--check", "saved_statistics")),
+    "layer_norm_aten_pair_ignoring_output_mask": _entry(
+        "layer_norm", "calling_convention_bugs:layer_norm_aten_pair_ignoring_output_mask", {"output_mask"},
+        "aten backward: every gradient returned whatever output_mask says", _F64,
+        arguments=("--abi", "aten", "--backward",
+                   "tests.bug_zoo.calling_convention_bugs:layer_norm_aten_backward_ignores_output_mask",
+                   "--check", "output_mask")),
+    "layer_norm_pair_from_output_clamping_weight": _entry(
+        "layer_norm", "calling_convention_bugs:layer_norm_pair_from_output_clamping_weight", {"backward_from_output"},
+        "backward from the output: xhat divided by weight.clamp(min=eps), the sign of negative weights lost", _F64,
+        arguments=("--backward-from-output",
+                   "tests.bug_zoo.calling_convention_bugs:layer_norm_backward_from_output_clamps_weight",
+                   "--check", "backward_from_output")),
+    "rms_norm_float32_contract_rounds_xhat": _entry(
+        "rms_norm", "calling_convention_bugs:rms_norm_float32_contract_rounds_xhat", {"contract"},
+        "declared float32 contract, xhat cast to x's dtype before the weight multiply (vLLM #42325)", ("bfloat16",),
+        arguments=("--contract", "float32", "--check", "contract")),
 }
 
