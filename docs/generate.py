@@ -1,7 +1,7 @@
 """``normspec docs``: every file of docs/spec and docs/site, in memory, written only when changed.
 
-- ``docs/spec/index.md`` and ``docs/spec/<variant>.md`` for each variant of the registry
-  (:mod:`pages`);
+- ``docs/spec/index.md``, ``docs/spec/<variant>.md`` for each variant of the registry and
+  ``docs/spec/calling_conventions.md`` (:mod:`pages`, :mod:`calling_conventions`);
 - ``docs/spec/img/*.png``: the pictures (:mod:`figures`), deterministic to the byte;
 - ``docs/site/*.html`` with ``style.css`` and a copy of the pictures (:mod:`site`).
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from normspec.derive import codegen, outputs, symbolic as sym, variants
 from normspec.derive.outputs import GeneratedFile
-from normspec.docs import battery_data, figures, pages, site
+from normspec.docs import battery_data, calling_conventions, figures, pages, site
 
 ROOT = codegen.ROOT
 DOCS_DIR = ROOT / "docs"
@@ -33,6 +33,7 @@ def generated_files(records: list[dict] | None = None, *, read_report: bool = Tr
         records = battery_data.read_verification()
     texts = {"index": pages.index_page(records)}
     texts.update({name: pages.variant_page(record, records) for name, record in variants.VARIANTS.items()})
+    texts[calling_conventions.PAGE] = pages.calling_conventions_page()
     images = {f"jacobian_{f.name}.png": figures.jacobian_figure(f) for f in (sym.CENTERED, sym.RMS)}
     images["second_moment.png"] = figures.second_moment_figure()
     if records is not None:

@@ -1,10 +1,13 @@
-"""The Markdown pages of the spec: docs/spec/index.md and one page per variant of the registry.
+"""The Markdown pages of the spec: docs/spec/index.md, one page per variant of the registry, and
+docs/spec/calling_conventions.md.
 
-Each page is a template (``templates/index.md``, ``templates/variant.md``) whose slots are
-filled with the statements (:mod:`statements`), tables read off the variant records
-(``normspec.derive.variants``), the checks (``normspec.verify.checks.CHECKS``), torch's
-known deviations (``normspec.verify.running.deviations.DEVIATIONS``) and, when it exists,
-the battery's report (:mod:`battery_data`).
+Each page is a template (``templates/index.md``, ``templates/variant.md``,
+``templates/calling_conventions.md``) whose slots are filled with the statements
+(:mod:`statements`), tables read off the variant records (``normspec.derive.variants``), the
+calling conventions and precision contracts (:mod:`calling_conventions`), the checks
+(``normspec.verify.checks.CHECKS``), torch's known deviations
+(``normspec.verify.running.deviations.DEVIATIONS``) and, when it exists, the battery's report
+(:mod:`battery_data`).
 """
 from __future__ import annotations
 
@@ -13,12 +16,13 @@ import re
 
 import sympy as sp
 
-from normspec.derive import codegen, proofs, symbolic as sym, variants
+from normspec.derive import abi, codegen, proofs, symbolic as sym, variants
 from normspec.derive.dtypes import DTYPES, machine_eps
 from normspec.derive.latex import equation
 from normspec.derive.outputs import MARKER
 from normspec.derive.variants import Variant
-from normspec.docs import battery_data, bugs, figures, mathematics as m, prose, statements as st
+from normspec.docs import battery_data, bugs, calling_conventions as cc, figures, mathematics as m, prose
+from normspec.docs import statements as st
 from normspec.verify.checks import CHECKS
 from normspec.verify.implementations.builtin import BUILTIN
 from normspec.verify.running.battery import EXPECTED, FAILED, PASSED, SKIPPED
@@ -34,7 +38,7 @@ def header(title: str) -> str:
 
 
 def nav(current: str) -> str:
-    links = [("index", "index.md")] + [(v, f"{v}.md") for v in variants.NAMES]
+    links = [("index", "index.md")] + [(v, f"{v}.md") for v in (*variants.NAMES, cc.PAGE)]
     return " · ".join(f"**{name}**" if name == current else f"[{name}]({target})" for name, target in links)
 
 
@@ -67,6 +71,11 @@ def table(columns: tuple[str, ...], rows: list[tuple]) -> str:
     """A Markdown table."""
     lines = [f"| {' | '.join(columns)} |", "|" + "---|" * len(columns)]
     return "\n".join(lines + [f"| {' | '.join(str(cell) for cell in row)} |" for row in rows])
+
+
+def conventions_anchors() -> dict[str, str]:
+    """slot of templates/calling_conventions.md -> the anchor of the section it stands in."""
+    return {slot: anchor(heading) for slot, heading in headings(prose.template(cc.PAGE)).items()}
 
 
 # --- a variant's page ---------------------------------------------------------------------------
@@ -171,6 +180,7 @@ def variant_page(record: Variant, records: list[dict] | None) -> str:
         "running": running,
         "corrections": [c.right for c in here],
         "bugs": bugs.bug_statements(record, notation),
+        "calling_conventions": cc.variant_statements(record, conventions_anchors()),
     }
     where = headings(prose.template("variant"))
     sections: dict[str, list[st.Statement]] = {}  # heading -> statements, in the page's order
@@ -183,6 +193,7 @@ def variant_page(record: Variant, records: list[dict] | None) -> str:
     text["corrections"] = _joined(*(st.correction_text(c, record) for c in here))
     text["bugs"] = (_joined(prose.text("bugs"), text["bugs"]) if text["bugs"]
                     else prose.text("no_bugs", variant=record.name))
+    text["calling_conventions"] = _joined(cc.variant_note(record, conventions_anchors()), text["calling_conventions"])
     return prose.page(
         "variant", header=header(record.name), nav=nav(record.name), variant=record.name, group=record.group,
         affine=record.affine, family=family.name, figure_family=m.base_family(family).name,
@@ -190,7 +201,8 @@ def variant_page(record: Variant, records: list[dict] | None) -> str:
         shapes_table=shapes_table(record), group_sentence=record.group[0].upper() + record.group[1:],
         jacobian_note=jacobian_note(record, family),
         jacobian_n=figures.JACOBIAN_N, proof_note=proof_note(), checks_table=checks_table(record, sections),
-        battery_table=battery_variant_table(record, records), deviations=deviations_section(record), **text)
+        battery_table=battery_variant_table(record, records), deviations=deviations_section(record),
+        conventions_page=f"{cc.PAGE}.md", **text)
 
 
 # --- the index ----------------------------------------------------------------------------------
@@ -275,4 +287,27 @@ def index_page(records: list[dict] | None) -> str:
         residual_variants=_listed(lambda v: v.residual), modulated_variants=_listed(modulated),
         modulated=st.inline(equation(sym.gamma, modulated_gamma())),
         corrections=_joined(*(st.correction_text(c, None) for c in st.corrections(m.notation_of(None, sym.CENTERED)))),
-        verification=verification_section(records), hash=codegen.derivation_hash())
+        verification=verification_section(records), hash=codegen.derivation_hash(), **cc.index_slots())
+
+
+# --- the calling conventions --------------------------------------------------------------------
+
+def calling_conventions_page() -> str:
+    """docs/spec/calling_conventions.md: the aten convention, the backward from the output, the
+    precision contracts and the parameter dtypes, from their records (:mod:`calling_conventions`)."""
+    statements = cc.aten_statements()
+    dtype, mask = statements[-2:]
+    parameters, results = cc.parameter_statements()
+    steps = _joined(*(_joined(lead, table(*t)) for lead, t in cc.step_tables()))
+    return prose.page(
+        cc.PAGE, header=header("normspec: calling conventions"), nav=nav(cc.PAGE),
+        no_aten_variants=", ".join(f"[{v}]({v}.md)" for v in variants.NAMES if v not in abi.ATEN),
+        aten_statements=_joined(*(st.render(s, None) for s in statements[:-2])), aten_table=table(*cc.aten_table()),
+        dtype_statement=st.render(dtype, None), saved_dtype_table=table(*cc.saved_dtype_table()),
+        mask_statement=st.render(mask, None), aten_signatures=cc.aten_signatures(),
+        from_output=cc.from_output_blocks(), from_output_limit=cc.from_output_limit(),
+        contracts_table=table(*cc.contracts_table()), roles_table=table(*cc.roles_table()), step_tables=steps,
+        contract_statement=st.render(cc.contract_statement(), None),
+        parameter_statement=st.render(parameters, None), parameter_dtypes_table=table(*cc.parameter_dtypes_table()),
+        result_statement=st.render(results, None), result_dtypes_table=table(*cc.result_dtypes_table()),
+        checks_table=table(*cc.checks_table()))
