@@ -35,11 +35,12 @@ def layer_norm_forward(x, normalized_shape, weight, bias, eps):
 
 
 def layer_norm_backward(grad_out, x, normalized_shape, mean, rstd, weight, bias, output_mask):
-    """native_layer_norm_backward's signature: (dx, dweight, dbias), None where masked."""
+    """native_layer_norm_backward's signature: (dx, dweight, dbias), None where masked; the saved
+    statistics are read in the compute dtype, whatever dtype they were saved in."""
     k = len(normalized_shape)
     dims = tuple(range(x.ndim - k, x.ndim))
-    wide = mean.dtype
-    g, xf = grad_out.to(wide), x.to(wide)
+    wide = _wide(x)
+    g, xf, mean, rstd = grad_out.to(wide), x.to(wide), mean.to(wide), rstd.to(wide)
     xhat = (xf - mean) * rstd
     h = g * weight.to(wide) if weight is not None else g
     dx = rstd * (h - h.mean(dims, keepdim=True) - xhat * (h * xhat).mean(dims, keepdim=True))
