@@ -39,13 +39,15 @@ from normspec.verify.running import battery as bat
 from normspec.verify.running.supervisor import RunSpec, supervise
 from normspec.verify.running.expected_failures import parse as parse_expected_failures
 from normspec.verify.running.profiles import current_settings
+from normspec.verify.running.scales import check_scale
 
 __all__ = ["build", "build_module", "builtin_battery", "check", "replay_case", "replay_file"]
 
 
 def builtin_battery(name: str, *, variants: Iterable[str] | None = None, dtypes: Iterable[str] = DTYPES,
                     checks: Iterable[str] | None = None, max_examples: int | None = None, seed: int | None = None,
-                    device: str = "cpu", progress: Callable | None = None, timeout: float = 60.0):
+                    device: str = "cpu", progress: Callable | None = None, timeout: float = 60.0,
+                    scale: str = "small", calls: int | None = None):
     """(BatteryReport, implementation) of the battery on built-in ``name``: in this process, or for
     those whose ops can crash it (``builtin.SUPERVISED``) in a supervised worker process."""
     implementation = dataclasses.replace(builtin(name), device=device)
@@ -53,9 +55,10 @@ def builtin_battery(name: str, *, variants: Iterable[str] | None = None, dtypes:
     if name not in SUPERVISED:
         settings = current_settings(max_examples, seeded=seed is not None)
         return bat.run_battery(implementation, variants=variants, dtypes=dtypes, checks=checks,
-                               hypothesis_settings=settings, seed=seed, progress=progress), implementation
+                               hypothesis_settings=settings, seed=seed, progress=progress, scale=scale,
+                               calls=calls), implementation
     spec = RunSpec(name, variants, tuple(dtypes), tuple(checks or CHECKS), timeout, device=device,
-                   max_examples=max_examples, seed=seed)
+                   max_examples=max_examples, seed=seed, scale=scale, calls=calls)
     result, described = supervise(spec, progress=progress)
     return result, described or implementation
 
@@ -69,7 +72,8 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
           max_examples: int | None = None, expected_failures: Iterable[str] | str | Path | None = None,
           array: str | None = None, name: str | None = None, timeout: float = 60.0,
           isolate: bool = False, in_process: bool = False, artifacts: str | Path | None = None,
-          seed: int | None = None, progress: Callable | None = None, strict: bool = False) -> Report:
+          seed: int | None = None, progress: Callable | None = None, strict: bool = False,
+          scale: str = "small", calls: int | None = None) -> Report:
     """Run the battery on ``impl`` for ``variant``; see the module docstring.
 
     impl: a function of one variant (``variant`` names it; default 'layer_norm'), or a module
@@ -100,6 +104,12 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
         by the backward_from_output check; its failures where the weight is small are told apart
         from bugs.
 
+    scale: 'small' (the battery's shapes, default), 'kernel' (hidden sizes 2^k - 1, 2^k, 2^k + 1 up to
+        131073, row counts that are no multiple of a block, strided views, for the checks that compare
+        with the truth and the memory hazards; ``verify.cases.kernel``) or 'huge' (adds a case of more
+        than 2^31 elements, run only where the memory it needs is available). calls: how many
+        identical calls the deterministic check compares (default 5; races may need 100).
+
     contract: the precision contract ``impl`` keeps (``normspec.derive.contracts``: float32, llama,
         weight_dtype, input_dtype), the same as ``conventions=["contract=llama"]``: the contract
         check compares y with an exact emulation of where it rounds.
@@ -120,6 +130,7 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
         dtype's working range) fail the report too. timeout: seconds per call, positive and finite.
     """
     timeout = check_timeout(timeout)
+    check_scale(scale)
     conventions = with_contract(conventions, contract)
     dtypes = _validated(dtypes, DTYPES, "dtypes")
     pinned = parse_options(options, variants.NAMES)  # validated now; again per variant when built
@@ -143,7 +154,8 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
             spec = RunSpec(impl, wanted, tuple(dtypes), tuple(checks), timeout, backward=backward, device=device,
                            array=array, name=name, conventions=parse_conventions(conventions).declared(),
                            options=pinned, isolate=isolate, pending_folder=pending, expected_failures=expected,
-                           max_examples=max_examples, seed=seed, abi=abi, backward_from_output=backward_from_output)
+                           max_examples=max_examples, seed=seed, abi=abi, backward_from_output=backward_from_output,
+                           scale=scale, calls=calls)
             result, implementation = supervise(spec, progress=progress)
             execution = "a supervised runner process (a hang, an exit or a crash fails one check; the run goes on)"
         else:
@@ -155,7 +167,8 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
             settings = current_settings(max_examples, seeded=seed is not None)
             result = bat.run_battery(implementation, variants=list(wanted or implementation.functions),
                                      dtypes=dtypes, checks=checks, hypothesis_settings=settings,
-                                     expected_failures=expected, seed=seed, progress=progress)
+                                     expected_failures=expected, seed=seed, progress=progress, scale=scale,
+                                     calls=calls)
             execution = ("one worker process per call (--isolate)" if isolate else
                          "this process (a hang inside native code cannot be interrupted: pass an import path)")
     if implementation is None:  # every check failed before the implementation could be described

@@ -19,6 +19,7 @@ from rich.text import Text
 
 from normspec.derive import contracts
 from normspec.derive.abi import ABIS
+from normspec.verify.running.scales import SCALES
 from normspec.derive.dtypes import DTYPES
 from normspec.derive.errors import positive_int, positive_seconds, require
 from normspec.derive.variants import NAMES as VARIANT_NAMES
@@ -78,13 +79,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
                                                                                argument="--expected-failures"),
                                      timeout=args.timeout, array=args.array,
                                      isolate=args.isolate, in_process=args.in_process, artifacts=outputs["artifacts"],
-                                     seed=args.seed, progress=advance, strict=args.strict))
+                                     seed=args.seed, progress=advance, strict=args.strict, scale=args.scale,
+                                     calls=args.calls))
     else:
         for name in args.impl:
             with _progress(name) as advance:
                 result, impl = api.builtin_battery(name, variants=args.variant, dtypes=args.dtype, checks=args.check,
                                                    max_examples=args.max_examples, seed=args.seed,
-                                                   device=args.device, progress=advance)
+                                                   device=args.device, progress=advance, scale=args.scale,
+                                                   calls=args.calls)
             report = Report(result, impl, strict=args.strict)
             if outputs["artifacts"]:
                 report.write_artifacts(outputs["artifacts"])
@@ -285,6 +288,13 @@ def add_verify_options(parser: argparse.ArgumentParser) -> None:
                              "kernel: every case uses it, and the keyword is passed only where the function "
                              "takes it (default: options are drawn and passed as keywords)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--scale", choices=SCALES, default="small",
+                        help="small (default): the battery's shapes; kernel: hidden sizes 2^k-1, 2^k, 2^k+1 up to "
+                             "131073, row counts that are no multiple of a block, strided views and channels_last, "
+                             "for the checks that compare with the truth and the memory hazards; huge: adds a "
+                             "case of more than 2^31 elements where the memory it needs is available")
+    parser.add_argument("--calls", type=_calls_option, default=None, metavar="K",
+                        help="identical calls the deterministic check compares (default 5; a race may need 100)")
     parser.add_argument("--max-examples", type=positive_int, default=None,
                         help="examples per check (default: the HYPOTHESIS_PROFILE, 'ci')")
     parser.add_argument("--case", default=None, help="replay one case (JSON, as printed by a failure)")
@@ -327,6 +337,13 @@ def _impl_option(builtins_parser):
         return builtins_parser(text)
 
     return parse
+
+
+def _calls_option(text: str) -> int:
+    calls = positive_int(text)
+    if calls < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an int >= 2 (the first call and those compared with it)")
+    return calls
 
 
 def _pinned_option(text: str) -> str:

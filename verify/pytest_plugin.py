@@ -50,6 +50,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="aten: the forward returns (y, mean, rstd) and --normspec-backward takes them (aten's signatures)")
     group.addoption("--normspec-backward-from-output", default=None, metavar="MODULE:FUNCTION",
                     help="a backward from the output y (layer_norm_backward_from_output's signature)")
+    group.addoption("--normspec-scale", default="small", choices=("small", "kernel", "huge"),
+                    help="small (default), kernel (kernel-scale shapes and views) or huge (more than 2^31 elements)")
+    group.addoption("--normspec-calls", type=int, default=None, metavar="K",
+                    help="identical calls the deterministic check compares (default 5)")
     group.addoption("--normspec-option", action="append", default=None, metavar="NAME=VALUE",
                     help="a keyword option the implementation has fixed (repeatable), e.g. weight_offset=1")
 
@@ -70,6 +74,8 @@ class NormspecCheck:
     options: tuple = ()  # the pinned options, as sorted (name, value) pairs (hashable: the build is cached)
     abi: str = "functional"  # 'aten': the forward returns its saved statistics, the backward takes them
     backward_from_output: Any = None  # a backward from y (derive.abi.FROM_OUTPUT)
+    scale: str = "small"  # the battery's scale: small, kernel or huge (verify.running.scales)
+    calls: int | None = None  # identical calls the deterministic check compares (None: 5)
 
     @property
     def id(self) -> str:
@@ -85,7 +91,8 @@ class NormspecCheck:
         implementation = _implementation(self.impl, self.variant, self.backward, self.device, self.conventions,
                                          self.options, self.abi, self.backward_from_output)
         listed = {self.expected_failure.check_id: self.expected_failure} if self.expected_failure else {}
-        report = run_check(implementation, CHECKS[self.check], self.variant, self.dtype, expected_failures=listed)
+        report = run_check(implementation, CHECKS[self.check], self.variant, self.dtype, expected_failures=listed,
+                           scale=self.scale, calls=self.calls)
         if report.status == SKIPPED:
             pytest.skip(report.reason)
         if report.status == EXPECTED:
@@ -116,8 +123,8 @@ def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[s
                        device: str = "cpu", expected_failures: Iterable[str] = (),
                        conventions: dict | Iterable[str] | None = None, contract: str | None = None,
                        options: dict | Iterable[str] | None = None, abi: str = "functional",
-                       backward_from_output: Callable | str | None = None,
-                       strict: bool = False) -> pytest.MarkDecorator:
+                       backward_from_output: Callable | str | None = None, scale: str = "small",
+                       calls: int | None = None, strict: bool = False) -> pytest.MarkDecorator:
     """``pytest.mark.parametrize`` over the battery: the test gets ``normspec_check``."""
     from normspec.verify.checks import CHECKS
 
@@ -128,6 +135,7 @@ def parametrize_checks(impl: Callable | str, *, variant: str, dtypes: Iterable[s
     _declare(items, with_contract(conventions, contract), argument="conventions")
     _pin(items, options, variant, argument="options")
     _calling(items, abi, backward_from_output)
+    _scaled(items, scale, calls)
     return pytest.mark.parametrize("normspec_check", items, ids=[item.id for item in items])
 
 
@@ -138,6 +146,17 @@ def _calling(items: list[NormspecCheck], abi: str, backward_from_output: Any) ->
     check_abi(abi)
     for item in items:
         item.abi, item.backward_from_output = abi, backward_from_output
+
+
+def _scaled(items: list[NormspecCheck], scale: str, calls: int | None) -> None:
+    """The battery's scale and the deterministic check's calls on every item (validated now)."""
+    from normspec.derive.errors import require
+    from normspec.verify.running.scales import check_scale
+
+    check_scale(scale)
+    require(calls is None or (isinstance(calls, int) and calls >= 2), "calls", calls, "an int >= 2")
+    for item in items:
+        item.scale, item.calls = scale, calls
 
 
 def _declare(items: list[NormspecCheck], conventions: Any, *, argument: str) -> None:
@@ -224,4 +243,5 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     _declare(items, conventions or None, argument="--normspec-convention")
     _pin(items, option("--normspec-option"), option("--normspec-variant"), argument="--normspec-option")
     _calling(items, option("--normspec-abi"), option("--normspec-backward-from-output"))
+    _scaled(items, option("--normspec-scale"), option("--normspec-calls"))
     metafunc.parametrize("normspec_command_line_check", items, ids=[item.id for item in items])

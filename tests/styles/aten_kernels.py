@@ -17,7 +17,7 @@ def _wide(t: torch.Tensor) -> torch.dtype:
 
 def _sum_leading(t: torch.Tensor, k: int) -> torch.Tensor:
     leading = tuple(range(t.ndim - k))
-    return t.sum(leading) if leading else t  # sum(()) would sum everything
+    return t.sum(leading) if leading else t.clone()  # sum(()) would sum everything; a copy: never an alias
 
 
 # --- layer_norm ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def _torch_from_output(grad_out, y, normalized_shape, rstd, weight, bias, *, cen
         inner = inner - h.mean(dims, keepdim=True)
     dx = (r * inner).to(y.dtype)
     leading = tuple(range(y.ndim - len(normalized_shape)))
-    summed = (lambda t: t.sum(leading)) if leading else (lambda t: t)  # noqa: E731 -- sum(()) sums everything
+    summed = (lambda t: t.sum(leading)) if leading else (lambda t: t.clone())  # noqa: E731 -- sum(()) sums all
     dweight = summed(g * xhat).to(weight.dtype)
     dbias = summed(g).to(bias.dtype) if bias is not None else None
     return (dx, dweight, dbias) if centered else (dx, dweight)

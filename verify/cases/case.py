@@ -49,6 +49,12 @@ def weight_offsets(record: Variant, has_weight: bool, pinned: dict | None = None
 
 
 MEMORY_LAYOUTS = ("contiguous", "noncontiguous", "channels_last")
+# last-dim-contiguous views a kernel receives (drawn by the kernel tier, verify.cases.kernel): rows
+# padded to a wider row stride (a slice of a wider buffer), a narrow in the middle of a wider last
+# axis (q of a split qkv projection: row stride 3x the hidden size, a storage offset), the first two
+# leading axes transposed (rank >= 3)
+VIEW_LAYOUTS = ("padded_rows", "narrow", "transposed_leading")
+PAD = 3  # the padding of padded_rows: an odd number of elements, so rows are misaligned too
 VALUE_KINDS = ("normal", "offset", "constant", "outlier", "huge", "tiny", "gamma_mixed", "exact")
 # drawn only by the checks that ask for them: weights near zero (|w| from 1e-4 to 1e-1, both signs),
 # where a backward from the output is ill-conditioned
@@ -424,7 +430,7 @@ _FIELD_CHECKS: dict[str, Callable[[str, object, Variant, tuple[int, ...]], Any]]
     "training": _checked_bool,
     "running": _checked_bool,
     "momentum": lambda name, value, record, shape: check_momentum(value),  # [0, 1]: NaN and inf fail
-    "memory": _one_of(MEMORY_LAYOUTS),
+    "memory": _one_of(MEMORY_LAYOUTS + VIEW_LAYOUTS),
     "values": _one_of(VALUE_KINDS + EXTRA_VALUE_KINDS),
     "seed": _checked_seed,
     "scale": _checked_scale,
@@ -502,6 +508,9 @@ def _weight(kind: str, rng: np.random.Generator, shape: tuple[int, ...]) -> np.n
 
 
 def with_memory_layout(tensor: torch.Tensor, memory: str) -> torch.Tensor:
+    if memory in VIEW_LAYOUTS:
+        return _view(tensor, memory, lambda shape: torch.zeros(shape, dtype=tensor.dtype, device=tensor.device),
+                     lambda a, dims: a.permute(dims))
     if memory == "noncontiguous" and tensor.ndim >= 1:
         wide = torch.zeros(*tensor.shape[:-1], 2 * tensor.shape[-1], dtype=tensor.dtype, device=tensor.device)
         wide[..., ::2] = tensor
@@ -512,7 +521,28 @@ def with_memory_layout(tensor: torch.Tensor, memory: str) -> torch.Tensor:
     return tensor
 
 
+def _view(array, memory: str, zeros, permute):
+    """``array``'s values in a last-dim-contiguous view of one of VIEW_LAYOUTS (a torch tensor or a
+    NumPy array: ``zeros(shape)`` and ``permute(a, dims)`` are the library's)."""
+    shape = tuple(array.shape)
+    if memory == "transposed_leading" and len(shape) >= 3:
+        order = (1, 0, *range(2, len(shape)))
+        buffer = zeros(tuple(shape[d] for d in order))
+        view = permute(buffer, order)
+    elif memory in ("padded_rows", "narrow"):
+        hidden = shape[-1]
+        wider, start = (hidden + PAD, 0) if memory == "padded_rows" else (3 * hidden, hidden)
+        buffer = zeros((*shape[:-1], wider))
+        view = buffer[..., start:start + hidden]
+    else:  # a layout the shape cannot take keeps the array as it is
+        return array
+    view[...] = array
+    return view
+
+
 def _numpy_memory_layout(array: np.ndarray, memory: str) -> np.ndarray:
+    if memory in VIEW_LAYOUTS:
+        return _view(array, memory, lambda shape: np.zeros(shape, dtype=array.dtype), np.transpose)
     if memory == "noncontiguous" and array.ndim >= 1:
         wide = np.zeros((*array.shape[:-1], 2 * array.shape[-1]), dtype=array.dtype)
         wide[..., ::2] = array

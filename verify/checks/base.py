@@ -185,11 +185,14 @@ class Check:
 
     def run(self, impl: Implementation, case: Case) -> list[Comparison]:
         """The check on ``impl`` and ``case``, under the conventions ``impl`` declares: every truth
-        and tolerance computed meanwhile follows them (``conventions_in_force``)."""
+        and tolerance computed meanwhile follows them (``conventions_in_force``); the truth is
+        computed on ``impl``'s device."""
         token = conventions_in_force.set(getattr(impl, "conventions", None))
+        device = definition.truth_device.set(getattr(impl, "device", "cpu"))  # the truth on the impl's device
         try:
             return self.function(impl, case)
         finally:
+            definition.truth_device.reset(device)
             conventions_in_force.reset(token)
 
     def skip(self, impl: Implementation, variant: str, dtype: str) -> str | None:

@@ -3,10 +3,14 @@ finite differences of its own forward, 50-digit mpmath), running statistics, det
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
+import torch
 
 from normspec.derive import dtypes, variants
+from normspec.derive.errors import require
 from normspec.verify.cases.case import Case
 from normspec.verify.checks.base import Check, Context
 from normspec.verify.implementations.base import RESULT_FIELDS, Implementation
@@ -73,22 +77,74 @@ def check_running_stats(impl: Implementation, case: Case) -> list[Comparison]:
 
 
 REPEATED_CALLS = 5  # calls the deterministic check compares (and the battery replays a failure with)
+# the calls it compares in the search in progress: REPEATED_CALLS, or K set by run_check(calls=K)
+# (--calls K: a race that shows once in 100 calls needs that many)
+_calls: ContextVar[int] = ContextVar("calls", default=REPEATED_CALLS)
+
+
+@contextmanager
+def repeated_calls(calls: int | None):
+    """The deterministic check compares ``calls`` identical calls meanwhile (None: REPEATED_CALLS)."""
+    require(calls is None or (isinstance(calls, int) and not isinstance(calls, bool) and calls >= 2), "calls", calls,
+            "an int >= 2 (the first call and the calls compared with it)")
+    token = _calls.set(REPEATED_CALLS if calls is None else calls)
+    try:
+        yield
+    finally:
+        _calls.reset(token)
 
 
 def check_deterministic(impl: Implementation, case: Case) -> list[Comparison]:
-    """Identical calls give bit-identical results (forward and gradients): each of
-    REPEATED_CALLS - 1 further calls against the first."""
+    """Identical calls give bit-identical results (forward, gradients, saved statistics): each of
+    K - 1 further calls against the first (K = REPEATED_CALLS, or --calls K)."""
     ctx = Context.of(case)
     first = impl.run(case, ctx.arrays)
     comparisons = []
-    for call in range(2, REPEATED_CALLS + 1):
+    for call in range(2, _calls.get() + 1):
         again = impl.run(case, ctx.arrays)
         for name in RESULT_FIELDS:
             a, b = getattr(first, name), getattr(again, name)
             if a is None or b is None:
                 continue
             comparisons.append(compare(f"{name}: call {call} - call 1", b, a, exact(case.dtype, np.shape(a))))
+        for name, saved in first.saved.items():
+            comparisons.append(compare(f"saved {name}: call {call} - call 1", again.saved[name], saved,
+                                       exact(case.dtype, np.shape(saved))))
     return comparisons
+
+
+def check_output_memory(impl: Implementation, case: Case) -> list[Comparison]:
+    """The results do not depend on what the memory they are written to held: the call again after
+    the allocator's free memory was filled with NaN (:func:`poison_free_memory`) gives the same
+    results bit for bit, and they still match the truth (a tail left unwritten shows as NaN)."""
+    ctx = Context.of(case)
+    clean = impl.run(case, ctx.arrays)
+    poison_free_memory(case, impl.device)
+    dirty = impl.run(case, ctx.arrays)
+    comparisons = [compare("y after NaN-filled free memory", dirty.y, ctx.truth.y, ctx.policy_y())]
+    if dirty.dx is not None:
+        comparisons += gradient_comparisons(ctx, dirty, " after NaN-filled free memory")
+    for name in RESULT_FIELDS:
+        a, b = getattr(dirty, name), getattr(clean, name)
+        if a is not None and b is not None:
+            comparisons.append(compare(f"{name}: after NaN-filled free memory - before", a, b,
+                                       exact(case.dtype, np.shape(b))))
+    return comparisons
+
+
+POISON_ROUNDS = 2  # glibc raises its mmap threshold after the first free: the second round is reused
+
+
+def poison_free_memory(case: Case, device: str) -> None:
+    """Fill the memory the next allocations will likely get with NaN, then free it: on CUDA the caching
+    allocator hands the blocks out again; on the CPU, glibc reuses freed heap chunks (after one round
+    of large ones, whose free raises its mmap threshold, up to 32 MiB). Where neither holds (memory
+    returned to the system comes back zeroed), the check still compares the call with the truth."""
+    nbytes = int(np.prod(case.shape)) * 8
+    for _ in range(POISON_ROUNDS):
+        blocks = [torch.full((nbytes // 4 + 64,), float("nan"), dtype=torch.float32, device=device)
+                  for _ in range(6)]
+        del blocks
 
 
 def check_eval_running_unchanged(impl: Implementation, case: Case) -> list[Comparison]:
@@ -205,6 +261,8 @@ CHECKS = (
           case_options={"max_numel": 48, "value_kinds": ("normal", "outlier", "gamma_mixed", "offset", "tiny")}),
     Check("mpmath", "oracle", "forward and dx against 50-digit mpmath (ULP error)", check_mpmath,
           dtypes=("float64",), case_options={"max_numel": 96}),
+    Check("output_memory", "oracle", "results independent of what the output memory held (NaN-filled before)",
+          check_output_memory, needs_gradients=False, case_options={"max_numel": 512}),
     Check("contract", "oracle", "y within one rounding of an exact emulation of the declared precision contract",
           check_contract, needs_contract=True),
 )

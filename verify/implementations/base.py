@@ -216,6 +216,12 @@ class _Call:
                          else self._call_backward(upstream, detached))
             _check_unchanged(upstream_before, upstream, what="its backward")
             for name, grad in grads.items():
+                # a supplied backward owns its results; autograd may hand back grad_out itself (db = g)
+                for other, array in ({} if autograd else upstream).items():
+                    if _aliased(grad, array):
+                        raise ContractViolation(f"the gradient of {self.record.signature_name(name)} shares memory "
+                                                f"with {other}: the backward wrote its result into the incoming "
+                                                f"gradient's buffer")
                 setattr(result, f"d{name}", _np(grad))
         return result
 
@@ -273,8 +279,10 @@ class _Call:
         if self.torch:
             saved = {k: v.detach() for k, v in saved.items()}
         mask = self.mask or abi.output_mask(convention, case)
+        saved_before = {k: _copy(v) for k, v in saved.items()}
         with guarded(impl.timeout, case, what="the backward"):
             grads = impl.backwards[case.variant](*abi.backward_arguments(convention, case, inputs, saved, grad_out, mask))
+        _check_unchanged(saved_before, saved, what="its backward")  # the saved mean and rstd
         shown = ", ".join(f"d{name}" for name in convention.gradients)
         if not isinstance(grads, (tuple, list)) or len(grads) != len(convention.gradients):
             raise ContractViolation(f"the backward returned {type(grads).__name__}, expected ({shown}) "
@@ -311,6 +319,13 @@ class _Call:
             outputs = dict(zip(names, returned))
         for name, value in outputs.items():
             _check_output("the output" if name == "y" else f"the output {name}", value, like=x)
+            if not self.in_place:  # an output must be memory of its own (the in-place form writes into x)
+                for other, array in inputs.items():
+                    if _aliased(value, array):
+                        shown = "the output" if name == "y" else f"the output {name}"
+                        raise ContractViolation(f"{shown} shares memory with the input "
+                                                f"{self.record.signature_name(other)} (the call returned a view "
+                                                f"of it, or wrote into it)")
         return outputs
 
     def _autograd(self, outputs: dict, leaves: dict, upstream: dict) -> dict:
@@ -435,6 +450,19 @@ def _check_unchanged(before: dict, after: dict, *, what: str = "the implementati
             same = np.array_equal(now, original, equal_nan=True)
         if not same:
             raise ContractViolation(f"{what} modified its input {name} in place")
+
+
+def _aliased(a, b) -> bool:
+    """Whether arrays ``a`` and ``b`` (torch tensors or NumPy arrays) share memory."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        if a.device != b.device or a.numel() == 0 or b.numel() == 0:
+            return False
+        start_a, start_b = a.untyped_storage().data_ptr(), b.untyped_storage().data_ptr()
+        end_a, end_b = start_a + a.untyped_storage().nbytes(), start_b + b.untyped_storage().nbytes()
+        return start_a < end_b and start_b < end_a
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return bool(np.shares_memory(a, b))
+    return False
 
 
 def _np(value) -> np.ndarray | None:

@@ -25,10 +25,11 @@ from hypothesis.errors import Flaky, Unsatisfiable
 from normspec.derive.variants import NAMES as VARIANT_NAMES
 
 from normspec.verify.running import deviations
-from normspec.verify.cases import grid, strategies
+from normspec.verify.running import scales as scaled
 from normspec.derive.dtypes import DTYPES
 from normspec.verify.cases.case import Case
 from normspec.verify.checks import CHECKS, Check, effective_case
+from normspec.verify.checks.oracle_checks import repeated_calls
 from normspec.verify.implementations.base import FATAL_ERRORS, Implementation, RunResult
 from normspec.verify.implementations.guard import ImplementationRaised, describe_error, user_interrupts
 from normspec.verify.implementations.builtin import BUILTIN
@@ -148,19 +149,23 @@ def _expected(impl: Implementation, check_id: str, case: Case, ratio: float,
 def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
               hypothesis_settings: settings | None = None,
               expected_failures: Mapping[str, ExpectedFailure] | Iterable[str] = (),
-              seed: int | None = None, coverage_grid: bool = True) -> CheckReport:
+              seed: int | None = None, coverage_grid: bool = True, scale: str = "small",
+              calls: int | None = None) -> CheckReport:
     """One hypothesis search for a counterexample to ``check`` on ``impl``, after the deterministic
     coverage grid (``coverage_grid=False``: the search alone, for a run that repeats a grid
     another run has covered, e.g. the same battery under another seed).
 
     A failure that is not a bug (see :func:`_tolerated`) is recorded and the search goes on,
     so a range limit or a known deviation never hides a bug of the same check; the first
-    bug stops the search and is shrunk to a minimal case.
+    bug stops the search and is shrunk to a minimal case. ``scale``: 'small' (the battery's shapes),
+    'kernel' (``verify.cases.kernel``: hidden sizes to 131073, views, many rows) or 'huge' (more than
+    2^31 elements, run only where the memory it needs is there). ``calls``: how many identical
+    calls the deterministic check compares (default REPEATED_CALLS).
     """
     if not isinstance(expected_failures, Mapping):
         expected_failures = {i: ExpectedFailure(i) for i in expected_failures}
     report = CheckReport(impl.name, variant, dtype, check.name, PASSED, importable="impl" in impl.source)
-    reason = check.skip(impl, variant, dtype)
+    reason = check.skip(impl, variant, dtype) or scaled.skip(check.name, scale, impl, variant, dtype)
     if reason:
         report.status, report.reason = SKIPPED, reason
         return report
@@ -181,8 +186,12 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     pinned = impl.pinned_options(variant) if variant in impl.functions else {}
     parameter_dtypes = impl.parameter_dtypes(dtype)
 
-    @hypothesis_settings or current_settings(seeded=seed is not None)
-    @given(strategies.cases(variant, dtype, options=pinned, parameter_dtypes=parameter_dtypes, **check.case_options))
+    drawing = scaled.strategy(scale, variant, dtype, options=pinned, parameter_dtypes=parameter_dtypes,
+                              case_options=check.case_options)
+    chosen = scaled.hypothesis_settings(scale, hypothesis_settings or current_settings(seeded=seed is not None))
+
+    @chosen
+    @given(drawing)
     def search(case: Case) -> None:
         if state.get("fatal"):  # a hang or a crash: shrinking would repeat it for every example
             raise CheckFailed(state["message"])
@@ -190,7 +199,8 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
         drawn.update(case.to_json().encode())
         effective_case.set(None)
         try:
-            comparisons = check.run(impl, case)
+            with repeated_calls(calls):
+                comparisons = check.run(impl, case)
         except FATAL_ERRORS as error:
             state.update(case=effective_case.get() or case, message=_raised(error), fatal=True)
             raise CheckFailed(state["message"]) from error
@@ -210,8 +220,8 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     if seed is not None:
         search = hypothesis_seed(seed)(search)
     # the deterministic coverage grid runs first, in its order (explicit examples: never shrunk)
-    grid_cases = grid.cases(variant, dtype, sweep=check.kind == "oracle", options=pinned,
-                            parameter_dtypes=parameter_dtypes, **check.case_options) if coverage_grid else ()
+    grid_cases = scaled.grid(scale, variant, dtype, sweep=check.kind == "oracle", options=pinned,
+                             parameter_dtypes=parameter_dtypes, case_options=check.case_options) if coverage_grid else ()
     for grid_case in reversed(grid_cases):
         search = hypothesis_example(grid_case)(search)
     try:
@@ -312,16 +322,19 @@ def run_battery(impl: Implementation, *, variants: Iterable[str] = VARIANT_NAMES
                 checks: Iterable[str] | None = None, hypothesis_settings: settings | None = None,
                 progress: Callable[[CheckReport], None] | None = None,
                 expected_failures: Mapping[str, ExpectedFailure] | Iterable[str] = (),
-                seed: int | None = None, coverage_grid: bool = True) -> BatteryReport:
+                seed: int | None = None, coverage_grid: bool = True, scale: str = "small",
+                calls: int | None = None) -> BatteryReport:
     """Every search of :func:`plan`, in this process. An interrupt by the user (Ctrl-C) ends the
-    run early with the reports so far (``interrupted``); ``coverage_grid`` as for :func:`run_check`."""
+    run early with the reports so far (``interrupted``); ``coverage_grid``, ``scale`` and ``calls`` as
+    for :func:`run_check`."""
     start = time.perf_counter()
     battery = BatteryReport(impl.name)
     try:
         with user_interrupts():
             for variant, dtype, check in plan(variants, dtypes, checks):
                 report = run_check(impl, CHECKS[check], variant, dtype, hypothesis_settings=hypothesis_settings,
-                                   expected_failures=expected_failures, seed=seed, coverage_grid=coverage_grid)
+                                   expected_failures=expected_failures, seed=seed, coverage_grid=coverage_grid,
+                                   scale=scale, calls=calls)
                 battery.reports.append(report)
                 if progress:
                     progress(report)

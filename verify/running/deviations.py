@@ -51,7 +51,7 @@ def _ids(variants: str, dtypes: str, checks: str) -> tuple[str, ...]:
 
 
 # Every check that looks at the output or dx: a wrong statistic shows in any of them.
-_OUTPUT_CHECKS = ("forward backward mean_zero second_moment identity_recovery shift_invariance scale_invariance "
+_OUTPUT_CHECKS = ("forward backward output_memory mean_zero second_moment identity_recovery shift_invariance scale_invariance "
                   "bias_cancels gradient_sum gradient_xhat constant_group per_sample_independence "
                   "batch_norm_transposed batch_permutation")
 
@@ -93,7 +93,7 @@ DEVIATIONS = (
         "ulps of r|gamma g| on N = 2 groups), and rstd = 1/sqrt(var + eps) overflows float16 when eps = 1e-12 "
         "and the group is (nearly) constant, giving dx = NaN",
         _ids("layer_norm group_norm", "float16 bfloat16",
-             "backward gradient_sum gradient_xhat backward_true_statistics")),
+             "backward output_memory gradient_sum gradient_xhat backward_true_statistics")),
     Deviation(
         "channels_last group_norm variance", TORCH_OPS,
         "(channels_last inputs only) torch's CPU group_norm on channels_last inputs loses the variance of groups with a large mean: mean "
@@ -109,7 +109,7 @@ DEVIATIONS = (
         "x of shape (3, 4, 5), float64, then y.backward(ones) (torch 2.13.0; the forward, dx alone via "
         "autograd.grad(y, x) and the weight-and-bias and parameter-free calls are right)",
         _ids("group_norm", "float64 float32 float16 bfloat16",
-             "backward deterministic finite_differences mpmath gradient_sum gradient_xhat constant_group "
+             "backward output_memory deterministic finite_differences mpmath gradient_sum gradient_xhat constant_group "
              "backward_true_statistics output_mask"),
         when=lambda case: case.has_bias and not case.has_weight),
     Deviation(
@@ -119,7 +119,7 @@ DEVIATIONS = (
         "bfloat16 x and grad_out, dbias[0] = -2.6875 where the float64 sum of the same grad_out is -2.6244 "
         "(an error of 4 bfloat16 ulps, 5e5 float32 ulps; measured by hand, torch 2.13.0); group_norm, "
         "batch_norm, instance_norm and rms_norm sum in float32",
-        _ids("layer_norm", "float16 bfloat16", "backward backward_true_statistics"), when=lambda case: case.mixed),
+        _ids("layer_norm", "float16 bfloat16", "backward output_memory backward_true_statistics"), when=lambda case: case.mixed),
     Deviation(
         "mixed-dtype layer_norm backward with a bias and no weight", TORCH_OPS,
         "(a float32 bias, no weight, float16/bfloat16 x only) torch's CPU layer_norm backward raises "
@@ -127,7 +127,7 @@ DEVIATIONS = (
         "float16 of shape (4, 3) and b float32 of shape (3,), then y.backward(ones) (torch 2.13.0; the "
         "forward and the weight-only call are right)",
         _ids("layer_norm", "float16 bfloat16",
-             "backward deterministic gradient_sum gradient_xhat constant_group backward_true_statistics "
+             "backward output_memory deterministic gradient_sum gradient_xhat constant_group backward_true_statistics "
              "output_mask"),
         when=lambda case: case.mixed and case.has_bias and not case.has_weight),
     Deviation(
@@ -156,7 +156,7 @@ DEVIATIONS = (
         "must; with output_mask=[False, True, True] on the same tensors (shape (2, 4, 3, 5), 1 group) the op "
         "segfaults",
         _ids("group_norm", "float64 float32 float16 bfloat16",
-             "backward deterministic finite_differences mpmath backward_true_statistics output_mask gradient_sum "
+             "backward output_memory deterministic finite_differences mpmath backward_true_statistics output_mask gradient_sum "
              "gradient_xhat constant_group"),
         when=lambda case: case.memory == "channels_last"),
     Deviation(
@@ -164,7 +164,7 @@ DEVIATIONS = (
         "torch.ops.aten._fused_rms_norm_backward raises NotImplementedError on the CPU backend (torch 2.13.0 CPU "
         "build: the op exists for Meta and CUDA only); the forward _fused_rms_norm runs and is checked",
         _ids("rms_norm", "float64 float32 float16 bfloat16",
-             "backward deterministic finite_differences mpmath backward_true_statistics output_mask gradient_xhat")),
+             "backward output_memory deterministic finite_differences mpmath backward_true_statistics output_mask gradient_xhat")),
     Deviation(
         "native_group_norm requires contiguous x", "torch_aten",
         "(strided x only) torch.ops.aten.native_group_norm raises RuntimeError: Expected X.is_contiguous("

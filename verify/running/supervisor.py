@@ -93,6 +93,8 @@ class RunSpec:
     seed: int | None = None
     abi: str = "functional"
     backward_from_output: str | None = None
+    scale: str = "small"  # the battery's scale (verify.running.scales)
+    calls: int | None = None  # the deterministic check's calls (None: its default)
 
     @property
     def is_module(self) -> bool:
@@ -161,7 +163,8 @@ def _run(connection, spec: RunSpec, done: frozenset) -> None:
             continue
         connection.send(("start", item))
         report = bat.run_check(implementation, CHECKS[check], variant, dtype, hypothesis_settings=settings,
-                               expected_failures=spec.expected_failures, seed=spec.seed)
+                               expected_failures=spec.expected_failures, seed=spec.seed, scale=spec.scale,
+                               calls=spec.calls)
         connection.send(("report", report))
     connection.send(("end", None))
 

@@ -14,6 +14,7 @@ or those passed): the eps it normalizes with, the running update it performs.
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable
 
@@ -104,6 +105,10 @@ class Truth:
     dresidual: np.ndarray | None = None
 
 
+# The device the truth is computed on: the implementation's under test (``Check.run`` sets it).
+truth_device: ContextVar[str] = ContextVar("truth_device", default="cpu")
+
+
 def truth(case: Case, arrays: dict, *, conventions: Declared | None = None) -> Truth:
     """Forward and VJP of the plain definition by torch autograd, float64, under ``conventions``
     (default: those in force)."""
@@ -113,7 +118,8 @@ def truth(case: Case, arrays: dict, *, conventions: Declared | None = None) -> T
             return truth(case, arrays)
         finally:
             conventions_in_force.reset(token)
-    t = {k: None if v is None else torch.from_numpy(np.array(v)) for k, v in arrays.items()}
+    device = truth_device.get()  # the implementation's: a CUDA case's truth is computed on the GPU
+    t = {k: None if v is None else torch.from_numpy(np.array(v)).to(device) for k, v in arrays.items()}
     leaves = {k: t[k].requires_grad_() for k in ("x", "residual", "weight", "bias") if t.get(k) is not None}
     result = plain(case, t["x"], t["weight"], t["bias"], t["running_mean"], t["running_var"], t.get("residual"))
     outputs, upstream = [result.y], [t["grad_out"]]
@@ -124,9 +130,9 @@ def truth(case: Case, arrays: dict, *, conventions: Declared | None = None) -> T
     grad = dict(zip(leaves, grads))
     running = (None, None)
     if case.running and not case.given_statistics:
-        running = tuple(r.numpy() for r in plain_running(case, t["x"].detach(), t["running_mean"],
-                                                        t["running_var"]))
-    as_np = lambda v: None if v is None else v.detach().numpy()  # noqa: E731
+        running = tuple(r.cpu().numpy() for r in plain_running(case, t["x"].detach(), t["running_mean"],
+                                                              t["running_var"]))
+    as_np = lambda v: None if v is None else v.detach().cpu().numpy()  # noqa: E731
     return Truth(as_np(result.y), as_np(grad["x"]), as_np(grad.get("weight")), as_np(grad.get("bias")),
                  *running, residual_out=as_np(result.residual_out), dresidual=as_np(grad.get("residual")))
 
