@@ -131,6 +131,8 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
     """
     timeout = check_timeout(timeout)
     check_scale(scale)
+    require(calls is None or (isinstance(calls, int) and not isinstance(calls, bool) and calls >= 2), "calls", calls,
+            "an int >= 2 (the first call and the calls compared with it)")
     conventions = with_contract(conventions, contract)
     dtypes = _validated(dtypes, DTYPES, "dtypes")
     pinned = parse_options(options, variants.NAMES)  # validated now; again per variant when built

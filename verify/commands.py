@@ -19,6 +19,7 @@ from rich.text import Text
 
 from normspec.derive import contracts
 from normspec.derive.abi import ABIS
+from normspec.verify.checks.oracle_checks import repeated_calls
 from normspec.verify.running.scales import SCALES
 from normspec.derive.dtypes import DTYPES
 from normspec.derive.errors import positive_int, positive_seconds, require
@@ -64,10 +65,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.user_impl is None:
         args.variant = args.variant or list(VARIANT_NAMES)
     if args.case:
+        written = [flag for flag, value in (("--json", args.json), ("--markdown", args.markdown),
+                                            ("--artifacts", args.artifacts)) if value]
+        require(not written, written[0] if written else "--json", ",".join(written),
+                "no report file with --case (it replays one case and prints its comparisons)")
         case = Case.from_json(args.case, argument="--case", max_elements=args.max_elements)
         impls = [_user_implementation(args)] if args.user_impl else [_on_device(builtin(n), args.device)
                                                                       for n in args.impl]
-        return _replay(impls, args.check, case)
+        with repeated_calls(args.calls):  # the deterministic check compares --calls K calls here too
+            return _replay(impls, args.check, case)
     reports = []
     if args.user_impl:
         with _progress(f"{args.user_impl}") as advance:

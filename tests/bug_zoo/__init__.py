@@ -10,7 +10,10 @@ family: ``forward_bugs``, ``precision_bugs``, ``layout_bugs``, ``edge_case_bugs`
 ``gradient_bugs``, ``running_stats_bugs``, ``size_bugs`` (wrong only on one branch of the kernel: a group
 size, a memory layout, affine parameters given; what the deterministic coverage grid is for),
 ``parameter_bugs`` (wrong only with a weight and no bias, or a bias and no weight),
-``kernel_variant_bugs`` (the weight offset, the fused residual add, the adaptive norms).
+``kernel_variant_bugs`` (the weight offset, the fused residual add, the adaptive norms),
+``calling_convention_bugs`` (saved statistics, the output mask, the backward from the output, a
+precision contract), ``kernel_scale_bugs`` (blocked kernels wrong only past one block, in views or
+across calls: caught by ``--scale kernel``).
 
 ``ZOO`` maps a name to a :class:`ZooEntry`: the variant, the ``module:function`` import
 path (what ``normspec verify --impl`` takes), the checks that legitimately catch the bug
@@ -266,5 +269,28 @@ ZOO: dict[str, ZooEntry] = {
         "rms_norm", "calling_convention_bugs:rms_norm_float32_contract_rounds_xhat", {"contract"},
         "declared float32 contract, xhat cast to x's dtype before the weight multiply (vLLM #42325)", ("bfloat16",),
         arguments=("--contract", "float32", "--check", "contract")),
+    # --- kernel scale: blocks of rows and of hidden elements, strided views, many elements -------
+    # (run at --scale kernel, the check pinned: the kernel tier's shapes are where the bug is)
+    "layer_norm_floor_sized_dweight_buffer": _entry(
+        "layer_norm", "kernel_scale_bugs:layer_norm_floor_sized_dweight_buffer", {"backward", "output_memory"},
+        "dweight partial buffer sized rows // BLOCK_ROWS, grid cdiv: the last row block dropped (attorch #18)",
+        ("float32",), arguments=("--scale", "kernel", "--check", "backward")),
+    "layer_norm_unmasked_tail_block": _entry(
+        "layer_norm", "kernel_scale_bugs:layer_norm_unmasked_tail_block", {"forward", "backward", "output_memory"},
+        "the last partial block of 1024 loaded unmasked: the next row's elements in the statistics",
+        ("float32",), arguments=("--scale", "kernel", "--check", "forward")),
+    "layer_norm_row_stride_assumed_hidden": _entry(
+        "layer_norm", "kernel_scale_bugs:layer_norm_row_stride_assumed_hidden",
+        {"forward", "backward", "output_memory"},
+        "row stride assumed equal to the hidden size (LightLLM #1467, vLLM #28103)",
+        ("float32",), arguments=("--scale", "kernel", "--check", "forward")),
+    "layer_norm_narrow_row_offset": _entry(
+        "layer_norm", "kernel_scale_bugs:layer_norm_narrow_row_offset", {"forward", "backward", "output_memory"},
+        "row offset row * N in a narrow integer that wraps (int32 past 2^31, scaled down to 2^19)",
+        ("float32",), arguments=("--scale", "kernel", "--check", "forward")),
+    "layer_norm_racy_dweight_accumulation": _entry(
+        "layer_norm", "kernel_scale_bugs:layer_norm_racy_dweight_accumulation", {"deterministic", "output_memory"},
+        "dweight/dbias partials accumulated in a random order each call (tritonbench #1266)",
+        ("float32",), arguments=("--scale", "kernel", "--calls", "8", "--check", "deterministic")),
 }
 

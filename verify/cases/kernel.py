@@ -26,7 +26,7 @@ from normspec.verify.cases.case import VIEW_LAYOUTS, Case, parameter_choices, we
 from normspec.verify.cases.strategies import parameter_dtype_choices
 
 HIDDEN = tuple(sorted({2**k + d for k in (7, 10, 12, 13, 16) for d in (-1, 0, 1)} | {2**17 + 1}))
-ROWS = (1, 3, 65, 127, 1000, 4097)  # no multiple of 4, 8, 16, 32 or 64 rows (1000: of 8 only)
+ROWS = (1, 3, 15, 65, 127, 1000, 2049, 4097)  # no multiple of 4, 16, 32 or 64 rows (1000: of 8 only)
 MANY_ROWS = 65537  # >= 2^16 rows: grids of row blocks past 65535 (with many_rows)
 MAX_NUMEL = 2**21  # elements of x per case (the truth, in float64, is a few arrays of this size)
 KERNEL_VALUES = ("normal", "offset", "outlier", "gamma_mixed")
@@ -79,7 +79,8 @@ def _settings(record: variants.Variant, shape: tuple[int, ...], training: bool) 
 
 
 def memories(shape: tuple[int, ...]) -> tuple[str, ...]:
-    views = tuple(m for m in VIEW_LAYOUTS if m != "transposed_leading" or len(shape) >= 3)
+    # transposing two leading axes of which one is 1 changes no stride: only where both are > 1
+    views = tuple(m for m in VIEW_LAYOUTS if m != "transposed_leading" or (len(shape) >= 3 and min(shape[:2]) > 1))
     return ("contiguous", *views, *(("channels_last",) if len(shape) == 4 else ()))
 
 
@@ -90,9 +91,11 @@ def cases(draw, variant: str, dtype: str = "float32", *, max_numel: int = MAX_NU
     """One kernel-scale case of ``variant`` in ``dtype`` (see the module docstring for what shrinks where)."""
     record = variants.get(variant)
     hidden = draw(st.sampled_from([h for h in HIDDEN if h <= max_numel]), label="hidden")
-    row_counts = [r for r in (*ROWS, *((MANY_ROWS,) if many_rows else ())) if r * hidden <= max_numel]
+    rank = draw(st.sampled_from((2, 3, 4)), label="rank")
+    row_counts = [r for r in (*ROWS, *((MANY_ROWS,) if many_rows else ()))
+                  if math.prod(shape_for(variant, r, hidden, rank)) <= max_numel]
     rows = draw(st.sampled_from(row_counts or [1]), label="rows")
-    shape = shape_for(variant, rows, hidden, draw(st.sampled_from((2, 3, 4)), label="rank"))
+    shape = shape_for(variant, rows, hidden, rank)
     mode = training if training is not None else (draw(st.booleans(), label="training")
                                                   if record.running is not None else True)
     affine = draw(st.booleans(), label="affine") if affine is None else affine
@@ -115,15 +118,18 @@ def grid(variant: str, dtype: str = "float32", *, max_numel: int = MAX_NUMEL, ma
     count (hidden 1023), every memory layout and rank (hidden 4097, 65 rows), each parameter dtype."""
     record = variants.get(variant)
     mode = training if training is not None else True
-    plans = [(3, h, 2, "contiguous") for h in HIDDEN]
-    plans += [(r, 1023, 2, "contiguous") for r in (*ROWS, *((MANY_ROWS,) if many_rows else ()))]
+    # past 2^20 elements (an offset that wraps there): 2049 x 1023 and 15 x 131073 fill the budget
+    plans = [(3, h, 2, "contiguous") for h in HIDDEN] + [(15, HIDDEN[-1], 2, "contiguous")]
+    # every row count, at hidden 1023 where the budget allows, else 127 (the smallest hidden size)
+    for rows in (*ROWS, *((MANY_ROWS,) if many_rows else ())):
+        plans.append((rows, 1023 if rows * 1023 <= max_numel else HIDDEN[0], 2, "contiguous"))
     plans += [(65, 4097, rank, memory) for rank in (2, 3, 4) for memory in memories(shape_for(variant, 65, 4097, rank))]
     offsets = weight_offsets(record, True, options)
     built = []
     for turn, (rows, hidden, rank, memory) in enumerate(plans):
-        if rows * hidden > max_numel:
-            continue
         shape = shape_for(variant, rows, hidden, rank)
+        if math.prod(shape) > max_numel:
+            continue
         if memory not in memories(shape):
             memory = "contiguous"
         kinds = parameter_dtype_choices(record, affine is not False, parameter_dtypes)

@@ -162,6 +162,10 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     2^31 elements, run only where the memory it needs is there). ``calls``: how many identical
     calls the deterministic check compares (default REPEATED_CALLS).
     """
+    scaled.check_scale(scale)
+    if calls is not None:
+        with repeated_calls(calls):  # validated before any example runs (not blamed on the implementation)
+            pass
     if not isinstance(expected_failures, Mapping):
         expected_failures = {i: ExpectedFailure(i) for i in expected_failures}
     report = CheckReport(impl.name, variant, dtype, check.name, PASSED, importable="impl" in impl.source)
