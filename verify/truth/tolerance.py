@@ -141,6 +141,13 @@ def compare(quantity: str, actual, truth, tol: Policy) -> Comparison:
     t = np.asarray(truth, dtype=np.float64)
     if a.shape != t.shape:
         return _failed(quantity, tol, f"shape {a.shape}, expected {t.shape}")
+    if t.size and np.isfinite(a).all() and np.isfinite(t).all():
+        return _compare_finite(quantity, a, t, tol)
+    return _compare_any(quantity, a, t, tol)
+
+
+def _compare_any(quantity: str, a: np.ndarray, t: np.ndarray, tol: Policy) -> Comparison:
+    """:func:`compare` with infinities and NaN (same shapes)."""
     # A true value beyond the dtype's range rounds to +-inf: that is the correct result there.
     t = np.where(np.isinf(a) & (np.abs(t) > dtypes.largest(tol.dtype)) & (np.sign(a) == np.sign(t)), a, t)
     atol = np.broadcast_to(tol.atol, t.shape)
@@ -162,6 +169,30 @@ def compare(quantity: str, actual, truth, tol: Policy) -> Comparison:
         quantity, bool(np.all(ratio <= 1.0)), float(np.max(err)), float(np.max(rel)), float(np.max(ulp)),
         tuple(int(i) for i in worst), float(ratio[worst]), float(a[worst]), float(t[worst]),
         float(allowed[worst]), tol.describe())
+
+
+def _compare_finite(quantity: str, a: np.ndarray, t: np.ndarray, tol: Policy) -> Comparison:
+    """:func:`compare` where every value is finite (the common case, and at kernel scale the costly
+    one): the same figures with a few temporaries of the arrays' size instead of some twenty."""
+    err = np.abs(a - t)
+    abs_t = np.abs(t)
+    allowed = abs_t * tol.rtol
+    allowed += tol.atol
+    allowed += tol.floor
+    ratio = np.zeros(t.shape)
+    with np.errstate(divide="ignore"):  # an exact comparison's nonzero error: inf
+        np.divide(err, allowed, out=ratio, where=err > 0)
+    worst = np.unravel_index(int(np.argmax(ratio)), t.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = float(np.max(np.where(abs_t > 0, err / np.where(abs_t > 0, abs_t, 1.0), np.where(err == 0, 0.0, np.inf))))
+    np.maximum(abs_t, np.broadcast_to(tol.magnitude, t.shape), out=abs_t)  # the ULP scale (reuses abs_t)
+    np.maximum(abs_t, np.finfo(np.float64).tiny, out=abs_t)
+    with np.errstate(over="ignore"):
+        ulp = float(np.max(err / abs_t)) / dtypes.spacing_at_one(tol.dtype)
+    allowed_worst = float(np.broadcast_to(allowed, t.shape)[worst])
+    return Comparison(quantity, bool(np.all(ratio <= 1.0)), float(np.max(err)), rel, ulp,
+                      tuple(int(i) for i in worst), float(ratio[worst]), float(a[worst]), float(t[worst]),
+                      allowed_worst, tol.describe())
 
 
 def compare_within(quantity: str, actual, lo, hi, dtype: str, tolerance: str) -> Comparison:
