@@ -24,7 +24,7 @@ CORRECT = f"{MODULE}:layer_norm_kernel"  # the correct kernel every entry is bui
 
 # the minimal case each entry's check reports at kernel scale: (shape, memory)
 MINIMAL = {
-    "layer_norm_floor_sized_dweight_buffer": ((1000, 1023), "contiguous"),  # 1000 = 3 * 256 + 232 rows
+    "layer_norm_floor_sized_dweight_buffer": ((4097, 127), "contiguous"),  # 4097 = 16 * 256 + 1 rows
     "layer_norm_unmasked_tail_block": ((3, 1025), "contiguous"),  # the first hidden size past one block
     "layer_norm_row_stride_assumed_hidden": ((65, 4097), "padded_rows"),  # the grid's first view
     "layer_norm_narrow_row_offset": ((1000, 1023), "contiguous"),  # the grid's only case past 2^19 elements
