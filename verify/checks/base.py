@@ -67,6 +67,7 @@ class Context:
     arrays: dict
     truth: definition.Truth
     view: GroupView = field(init=False)
+    _statistics: tuple | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         self.view = GroupView(self.case)
@@ -99,7 +100,13 @@ class Context:
         return np.abs(self.view.param(weight, 1.0)) + offset
 
     def statistics(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, biased var) of each group in the work shape, float64; given ones in eval."""
+        """(mean, biased var) of each group in the work shape, float64; given ones in eval. Computed
+        once per context (every policy reads them; at kernel scale each pass is 10^6 elements)."""
+        if self._statistics is None:
+            self._statistics = self._compute_statistics()
+        return self._statistics
+
+    def _compute_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         if self.case.given_statistics:
             shape = self.case.layout.param_shape
             return self.arrays["running_mean"].reshape(shape), self.arrays["running_var"].reshape(shape)
