@@ -297,7 +297,7 @@ def test_a_check_outside_the_kernel_checks_is_skipped_at_kernel_scale(check):
     report = _kernel(builtin("torch_ref"), check)
     assert report.status == SKIPPED and report.examples == 0
     assert report.reason.startswith("small shapes only"), report.reason
-    assert scales.skip(check, "small", None, "layer_norm", "float32") is None
+    assert scales.skip(check, "small", "layer_norm", "float32") is None
 
 
 def test_the_kernel_checks_are_checks():
@@ -369,7 +369,7 @@ def test_the_huge_tier_is_refused_here_saying_what_it_needs_and_what_there_is():
     available = float(re.search(r"([\d.]+) GiB is available", refusal).group(1))
     assert abs(needed - need / GIB) <= 0.5 and needed > available
     assert abs(available - have / GIB) <= 1.0
-    assert scales.skip("forward", "huge", None, "layer_norm", "float32") is not None
+    assert scales.skip("forward", "huge", "layer_norm", "float32") is not None
     assert math.prod((scales.HUGE_ROWS, scales.HUGE_HIDDEN)) > 2**31 and str(scales.HUGE_ROWS) in refusal
 
 
@@ -385,13 +385,13 @@ def test_the_huge_refusal_follows_the_memory_available(monkeypatch):
     refusal = scales.huge_refusal("rms_norm", "bfloat16")
     assert f"needs {need / GIB:.0f} GiB" in refusal and f"{(need - 1) / GIB:.1f} GiB is available" in refusal
     assert "bfloat16" in refusal
-    assert scales.skip("backward", "huge", None, "rms_norm", "bfloat16") == refusal
+    assert scales.skip("backward", "huge", "rms_norm", "bfloat16") == refusal
     report = run_check(builtin("torch_ref"), CHECKS["backward"], "rms_norm", "bfloat16", scale="huge")
     assert report.status == SKIPPED and report.reason == refusal and report.examples == 0
-    assert scales.skip("mean_zero", "huge", None, "rms_norm", "bfloat16").startswith("small shapes only")
+    assert scales.skip("mean_zero", "huge", "rms_norm", "bfloat16").startswith("small shapes only")
     monkeypatch.setattr(scales, "available_memory", lambda: need)  # just enough: not refused (not run here)
     assert scales.huge_refusal("rms_norm", "bfloat16") is None
-    assert scales.skip("backward", "huge", None, "rms_norm", "bfloat16") is None
+    assert scales.skip("backward", "huge", "rms_norm", "bfloat16") is None
 
 
 def test_the_huge_grid_ends_with_a_case_past_2_to_the_31():

@@ -26,6 +26,7 @@ from normspec.derive.dtypes import DTYPES
 from normspec.derive.errors import NormSpecError, check_timeout, require
 from normspec.verify.cases.case import MAX_CASE_ELEMENTS, Case
 from normspec.verify.checks import CHECKS
+from normspec.verify.checks.oracle_checks import check_calls
 from normspec.verify.implementations.base import ImplementationSummary
 from normspec.verify.implementations.builtin import BUILTIN, SUPERVISED, builtin
 from normspec.verify.implementations.conventions import parse as parse_conventions
@@ -131,8 +132,7 @@ def check(impl: Callable | ModuleType | str, variant: str | Iterable[str] | None
     """
     timeout = check_timeout(timeout)
     check_scale(scale)
-    require(calls is None or (isinstance(calls, int) and not isinstance(calls, bool) and calls >= 2), "calls", calls,
-            "an int >= 2 (the first call and the calls compared with it)")
+    check_calls(calls)
     conventions = with_contract(conventions, contract)
     dtypes = _validated(dtypes, DTYPES, "dtypes")
     pinned = parse_options(options, variants.NAMES)  # validated now; again per variant when built

@@ -150,11 +150,11 @@ def _calling(items: list[NormspecCheck], abi: str, backward_from_output: Any) ->
 
 def _scaled(items: list[NormspecCheck], scale: str, calls: int | None) -> None:
     """The battery's scale and the deterministic check's calls on every item (validated now)."""
-    from normspec.derive.errors import require
+    from normspec.verify.checks.oracle_checks import check_calls
     from normspec.verify.running.scales import check_scale
 
     check_scale(scale)
-    require(calls is None or (isinstance(calls, int) and calls >= 2), "calls", calls, "an int >= 2")
+    check_calls(calls)
     for item in items:
         item.scale, item.calls = scale, calls
 

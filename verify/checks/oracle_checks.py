@@ -82,11 +82,17 @@ REPEATED_CALLS = 5  # calls the deterministic check compares (and the battery re
 _calls: ContextVar[int] = ContextVar("calls", default=REPEATED_CALLS)
 
 
+def check_calls(calls: object, *, argument: str = "calls") -> int | None:
+    """``calls`` validated: None (REPEATED_CALLS) or an int >= 2."""
+    require(calls is None or (isinstance(calls, int) and not isinstance(calls, bool) and calls >= 2), argument, calls,
+            "an int >= 2 (the first call and the calls compared with it)")
+    return calls  # type: ignore[return-value]
+
+
 @contextmanager
 def repeated_calls(calls: int | None):
     """The deterministic check compares ``calls`` identical calls meanwhile (None: REPEATED_CALLS)."""
-    require(calls is None or (isinstance(calls, int) and not isinstance(calls, bool) and calls >= 2), "calls", calls,
-            "an int >= 2 (the first call and the calls compared with it)")
+    check_calls(calls)
     token = _calls.set(REPEATED_CALLS if calls is None else calls)
     try:
         yield

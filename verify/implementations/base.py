@@ -165,10 +165,14 @@ class _Call:
         self.in_place = self.record.residual and impl.conventions.fused_add_in_place
 
     def make(self, name: str, *, memory: bool = False):
-        dtype = self.case.dtype_of(name)
+        """Array ``name`` of the case, in its dtype."""
+        return self.array(self.arrays.get(name), self.case.dtype_of(name), memory=memory)
+
+    def array(self, values, dtype: str, *, memory: bool = False):
+        """float64 ``values`` in the implementation's array library, in ``dtype``."""
         if self.torch:
-            return self.case.torch_tensor(self.arrays.get(name), device=self.impl.device, memory=memory, dtype=dtype)
-        return self.case.numpy_array(self.arrays.get(name), memory=memory, dtype=dtype)
+            return self.case.torch_tensor(values, device=self.impl.device, memory=memory, dtype=dtype)
+        return self.case.numpy_array(values, memory=memory, dtype=dtype)
 
     def run(self, gradients: bool) -> RunResult:
         impl, case = self.impl, self.case
@@ -232,11 +236,9 @@ class _Call:
             rstd, dtype = forward.saved["rstd"], forward.saved_dtypes["rstd"]
         else:
             dtype = abi.saved_dtype(case)
-        make = (lambda a, d: case.torch_tensor(a, device=impl.device, dtype=d)) if self.torch else \
-            (lambda a, d: case.numpy_array(a, dtype=d))  # noqa: E731
         inputs = {name: self.make(name) for name in ("weight", "bias") if self.arrays.get(name) is not None}
-        found = dict(abi.values(case, inputs), grad_out=self.make("grad_out"), y=make(forward.y, case.dtype),
-                     rstd=make(np.reshape(rstd, abi.saved_shape(abi_records.ATEN[case.variant], case)), dtype))
+        found = dict(abi.values(case, inputs), grad_out=self.make("grad_out"), y=self.array(forward.y, case.dtype),
+                     rstd=self.array(np.reshape(rstd, abi.saved_shape(abi_records.ATEN[case.variant], case)), dtype))
         with guarded(impl.timeout, case, what="the backward from the output"):
             grads = impl.from_output[case.variant](*(found[name] for name in convention.arguments))
         shown = ", ".join(f"d{name}" for name in convention.gradients)
@@ -274,8 +276,7 @@ class _Call:
         saved = dict(self.saved)
         if self.statistics is not None:  # the true statistics, in the dtype the forward saved them in
             dtypes = {k: _describe(v)[0] for k, v in saved.items()}
-            saved = {k: (case.torch_tensor(v, device=impl.device, dtype=dtypes.get(k)) if self.torch
-                         else case.numpy_array(v, dtype=dtypes.get(k))) for k, v in self.statistics.items()}
+            saved = {k: self.array(v, dtypes.get(k, abi.saved_dtype(case))) for k, v in self.statistics.items()}
         if self.torch:
             saved = {k: v.detach() for k, v in saved.items()}
         mask = self.mask or abi.output_mask(convention, case)

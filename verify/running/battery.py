@@ -29,7 +29,7 @@ from normspec.verify.running import scales as scaled
 from normspec.derive.dtypes import DTYPES
 from normspec.verify.cases.case import Case
 from normspec.verify.checks import CHECKS, Check, effective_case
-from normspec.verify.checks.oracle_checks import repeated_calls
+from normspec.verify.checks.oracle_checks import check_calls, repeated_calls
 from normspec.verify.implementations.base import FATAL_ERRORS, Implementation, RunResult
 from normspec.verify.implementations.guard import ImplementationRaised, describe_error, user_interrupts
 from normspec.verify.implementations.builtin import BUILTIN
@@ -163,13 +163,11 @@ def run_check(impl: Implementation, check: Check, variant: str, dtype: str, *,
     calls the deterministic check compares (default REPEATED_CALLS).
     """
     scaled.check_scale(scale)
-    if calls is not None:
-        with repeated_calls(calls):  # validated before any example runs (not blamed on the implementation)
-            pass
+    check_calls(calls)  # before any example runs: a bad value is the caller's, not the implementation's
     if not isinstance(expected_failures, Mapping):
         expected_failures = {i: ExpectedFailure(i) for i in expected_failures}
     report = CheckReport(impl.name, variant, dtype, check.name, PASSED, importable="impl" in impl.source)
-    reason = check.skip(impl, variant, dtype) or scaled.skip(check.name, scale, impl, variant, dtype)
+    reason = check.skip(impl, variant, dtype) or scaled.skip(check.name, scale, variant, dtype)
     if reason:
         report.status, report.reason = SKIPPED, reason
         return report

@@ -28,7 +28,7 @@ def check_scale(scale: object) -> str:
     return kernel.check_scale(scale)
 
 
-def skip(check: str, scale: str, impl, variant: str, dtype: str) -> str | None:
+def skip(check: str, scale: str, variant: str, dtype: str) -> str | None:
     """Why ``check`` does not run at ``scale`` (None: it does)."""
     if scale == "small":
         return None
